@@ -1,0 +1,1 @@
+"""Private implementation of smctx; the public API is re-exported by `smctx`."""

@@ -1,0 +1,123 @@
+"""Splitting a budget of `num_simulations` model evaluations into width and depth.
+
+All of this is static Python arithmetic done at trace time
+(`algorithms.md` sections 3 and 8.1-8.3, 8.13):
+
+* `num_particles=None` picks the width `N` so that the depth lands in a
+  measured sweet spot; an explicit `num_particles` is honoured unless the
+  budget cannot give every iteration one step, in which case the width shrinks
+  (a drop-in call is never refused).
+* The remainder of the budget is spent as extra depth in the last
+  iterations, so evaluations reach `num_simulations − N` or more.
+* `max_depth` caps every SMC run; the width then grows to use the budget when
+  it was chosen automatically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+# Measured defaults (docs/algorithms.md, "Width and depth").
+SMC_TARGET_DEPTH = 8
+TSMCTS_TARGET_DEPTH = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """How a search spends its budget.
+
+  num_particles: width `N` (particles per root).
+  num_considered: `m1`, root candidates of the first Sequential Halving
+    iteration (TSMCTS), or the number of root actions assigned without
+    replacement (SMCTS); 0 for SMC.
+  considered_per_iteration: `m_i` for each iteration (TSMCTS), else `(m1,)`.
+  depths: sequential steps of each iteration (`T_SH` per iteration for
+    TSMCTS, `(T,)` for SMC/SMCTS).
+  """
+  num_particles: int
+  num_considered: int
+  considered_per_iteration: tuple[int, ...]
+  depths: tuple[int, ...]
+
+  @property
+  def num_steps(self) -> int:
+    """Sequential `recurrent_fn` calls."""
+    return sum(self.depths)
+
+  @property
+  def num_evaluations(self) -> int:
+    """`recurrent_fn` evaluations per root."""
+    return self.num_particles * self.num_steps
+
+
+def num_halving_iterations(num_considered: int) -> int:
+  """`K = ceil(log2 m1)`, one iteration when `m1 = 1`."""
+  return max(1, math.ceil(math.log2(num_considered))) if num_considered > 1 else 1
+
+
+def halving_sequence(num_considered: int) -> tuple[int, ...]:
+  """`m_1 = m1`, `m_{i+1} = ceil(m_i / 2)`, for `K` iterations."""
+  seq, m = [], num_considered
+  for _ in range(num_halving_iterations(num_considered)):
+    seq.append(m)
+    m = -(-m // 2)
+  return tuple(seq)
+
+
+def _spread_depths(budget: int, width: int, iterations: int, max_depth: int | None):
+  """Depth of each iteration: equal, the remainder as +1 on the last iterations."""
+  base = max(1, budget // (width * iterations))
+  if max_depth is not None:
+    base = min(base, max_depth)
+  depths = [base] * iterations
+  if max_depth is None or base < max_depth:
+    extra = (budget - width * iterations * base) // width
+    for i in range(min(max(extra, 0), iterations)):
+      depths[iterations - 1 - i] += 1
+  return tuple(depths)
+
+
+def smc_layout(num_simulations: int, num_actions: int, num_particles: int | None,
+               max_depth: int | None, assign_without_replacement: bool) -> Layout:
+  """Width and depth of SMC and SMCTS: `T = num_simulations // N` steps."""
+  if num_particles is None:
+    depth = SMC_TARGET_DEPTH if max_depth is None else min(SMC_TARGET_DEPTH, max_depth)
+    # At least one particle per action when the budget allows (SMCTS coverage).
+    width = max(min(num_actions, num_simulations), num_simulations // depth, 1)
+    if max_depth is not None:
+      width = max(width, -(-num_simulations // max_depth))
+    width = min(width, num_simulations)
+  else:
+    width = min(num_particles, num_simulations)
+  depths = _spread_depths(num_simulations, width, 1, max_depth)
+  considered = min(width, num_actions) if assign_without_replacement else 0
+  return Layout(num_particles=width, num_considered=considered,
+                considered_per_iteration=(considered,), depths=depths)
+
+
+def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | None,
+                  max_num_considered_actions: int, max_depth: int | None) -> Layout:
+  """Width, candidates and per-iteration depth of TSMCTS.
+
+  `m1 = min(max_num_considered_actions, A, N)`, `K = ceil(log2 m1)`,
+  `T_SH = num_simulations // (N·K)`; if that is below one step, the width
+  shrinks to `num_simulations // K` (and `m1` with it).
+  """
+  m1 = min(max_num_considered_actions, num_actions)
+  if num_particles is None:
+    depth = TSMCTS_TARGET_DEPTH if max_depth is None else min(TSMCTS_TARGET_DEPTH, max_depth)
+    width = max(m1, num_simulations // (num_halving_iterations(m1) * depth))
+    if max_depth is not None:
+      width = max(width, -(-num_simulations // (num_halving_iterations(m1) * max_depth)))
+  else:
+    width = num_particles
+  # The widest width (at most the requested one) whose every iteration gets at
+  # least one step: a small budget shrinks the width, never refuses the call.
+  while width > 1 and width * num_halving_iterations(min(m1, width)) > num_simulations:
+    width -= 1
+  m1 = min(m1, width)
+  iterations = num_halving_iterations(m1)
+  depths = _spread_depths(num_simulations, width, iterations, max_depth)
+  return Layout(num_particles=width, num_considered=m1,
+                considered_per_iteration=halving_sequence(m1), depths=depths)

@@ -1,0 +1,183 @@
+"""The particle engine shared by SMC, SMCTS and TSMCTS.
+
+`smc_step` is one depth step of the particle system after its model call:
+TD weighting, back-up along each particle, back-propagation of weighted
+returns into the root statistics, ESS-triggered resampling within groups, and
+the next action of every particle. `run_steps` drives any per-step body with
+the user's `loop_fn` (mctx's `fori_loop` convention) and records per-step
+diagnostics in fixed `[B, num_steps]` buffers, so the search never stores
+anything that grows with `num_simulations` beyond one scalar per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from smctx._src import backpropagation
+from smctx._src import particles as particles_lib
+from smctx._src import segments
+from smctx._src.particles import ModelStep, Particles
+
+RESAMPLE_MODES = ("ess", "always", "never")
+RESAMPLING_METHODS = ("systematic", "multinomial")
+TD_SCALES = ("running", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+  """Static settings of the particle engine.
+
+  temperature: SMC temperature of the TD log-weights (`lw += δ/temperature`).
+  td_scale: "running" divides `δ` by the running root-mean-square of the TD
+    errors seen so far at that root (temperature is then unit-free);
+    "none" uses `δ` in reward units.
+  resample: "ess" (when `ESS < ess_threshold·N_group`), "always" or "never".
+  ess_threshold: fraction of the group size below which a group resamples.
+  resampling_method: "systematic" or "multinomial".
+  num_groups: resampling groups per root (1, or `m1` for TSMCTS).
+  num_labels: values a particle label can take (the number of actions).
+  """
+  temperature: float
+  td_scale: str
+  resample: str
+  ess_threshold: float
+  resampling_method: str
+  num_groups: int
+  num_labels: int
+
+
+@chex.dataclass(frozen=True)
+class TDScale:
+  """Running second moment of the TD errors of each root: `[B]` each."""
+  sum_sq: chex.Array
+  count: chex.Array
+
+  @classmethod
+  def zeros(cls, batch_size: int) -> "TDScale":
+    z = jnp.zeros((batch_size,), jnp.float32)
+    return cls(sum_sq=z, count=z)
+
+
+@chex.dataclass(frozen=True)
+class StepDiagnostics:
+  """What one depth step reports, `[B]` each (see `SearchDiagnostics`)."""
+  ess: chex.Array
+  distinct_actions: chex.Array
+  resampled: chex.Array
+  num_resamples: chex.Array
+  nonfinite: chex.Array
+
+
+def distinct_labels_per_group(particles: Particles, num_groups: int, num_labels: int):
+  """Mean over non-empty groups of the number of distinct labels carried. `[B]`."""
+  segment = particles.group * num_labels + particles.label
+  count = segments.segment_sum(
+      jnp.ones_like(particles.value), segment, num_groups * num_labels)
+  distinct = jnp.sum(count > 0, axis=-1)
+  groups = jnp.sum(
+      segments.segment_sum(jnp.ones_like(particles.value), particles.group, num_groups) > 0,
+      axis=-1)
+  return (distinct / jnp.maximum(groups, 1)).astype(jnp.float32)
+
+
+def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scale: TDScale,
+             step: ModelStep, rng_key: chex.PRNGKey, config: EngineConfig,
+             allow_resample: chex.Array):
+  """One depth step after the model call `step`.
+
+  Returns `(particles, values, td_scale, StepDiagnostics)`. Resampling is
+  skipped where `allow_resample` is False (the last step of an SMC run:
+  resampling then only adds noise, `algorithms.md` section 8.4).
+  """
+  resample_key, action_key = jax.random.split(rng_key)
+  # Weighting: TD advantage, optionally in units of its running spread.
+  delta = particles_lib.td_log_weight_increment(particles, step, 1.0)
+  if config.td_scale == "running":
+    alive = (particles.discount_product != 0).astype(jnp.float32)
+    td_scale = TDScale(sum_sq=td_scale.sum_sq + jnp.sum(alive * delta**2, axis=-1),
+                       count=td_scale.count + jnp.sum(alive, axis=-1))
+    rms = jnp.sqrt(td_scale.sum_sq / jnp.maximum(td_scale.count, 1.0))
+    delta = delta / jnp.maximum(rms, 1e-6)[:, None]
+  particles = particles_lib.advance(particles, step, delta / config.temperature)
+  # Back-propagation into the root statistics, before resampling.
+  values = backpropagation.update(values, particles)
+  # Resampling within groups.
+  ess, size = particles_lib.group_ess(particles.log_weight, particles.group, config.num_groups)
+  if config.resample == "ess":
+    group_resamples = ess < config.ess_threshold * size
+  elif config.resample == "always":
+    group_resamples = size > 0
+  else:
+    group_resamples = jnp.zeros_like(size, bool)
+  group_resamples = group_resamples & (size > 0) & allow_resample
+  ancestors = particles_lib.resampling_ancestors(
+      resample_key, particles.log_weight, particles.group, config.num_groups,
+      config.resampling_method)
+  particle_resamples = jnp.take_along_axis(group_resamples, particles.group, axis=1)
+  n = jnp.arange(particles.value.shape[1])[None]
+  resampled = particles_lib.take_particles(
+      particles, jnp.where(particle_resamples, ancestors, n))
+  particles = resampled.replace(
+      log_weight=jnp.where(particle_resamples, 0.0, resampled.log_weight))
+  # Next action of every particle, drawn after resampling so that copies of a
+  # particle explore independently.
+  particles = particles.replace(
+      action=particles_lib.sample_actions(action_key, particles.prior_logits))
+  diagnostics = StepDiagnostics(
+      ess=jnp.sum(ess, axis=-1),
+      distinct_actions=distinct_labels_per_group(particles, config.num_groups, config.num_labels),
+      resampled=jnp.any(group_resamples, axis=-1),
+      num_resamples=jnp.sum(group_resamples, axis=-1).astype(jnp.int32),
+      nonfinite=step.nonfinite)
+  return particles, values, td_scale, diagnostics
+
+
+def run_steps(loop_fn, num_steps: int, body: Callable, carry, batch_size: int):
+  """Runs `carry, diag = body(i, carry)` for `i < num_steps` with `loop_fn`.
+
+  Returns `(carry, diagnostics)` where each diagnostics field is stacked to
+  `[B, num_steps]`.
+  """
+  buffers = StepDiagnostics(
+      ess=jnp.zeros((batch_size, num_steps), jnp.float32),
+      distinct_actions=jnp.zeros((batch_size, num_steps), jnp.float32),
+      resampled=jnp.zeros((batch_size, num_steps), bool),
+      num_resamples=jnp.zeros((batch_size, num_steps), jnp.int32),
+      nonfinite=jnp.zeros((batch_size, num_steps), jnp.int32))
+
+  def loop_body(i, state):
+    carry, buffers = state
+    carry, diag = body(i, carry)
+    buffers = jax.tree_util.tree_map(lambda b, x: b.at[:, i].set(x.astype(b.dtype)), buffers, diag)
+    return carry, buffers
+
+  return loop_fn(0, num_steps, loop_body, (carry, buffers))
+
+
+def run_smc(params, rng_key, recurrent_fn, particles: Particles, num_steps: int,
+            config: EngineConfig, loop_fn):
+  """`num_steps` SMC depth steps from particles sitting at the root (SMC, SMCTS).
+
+  Returns `(particles, values, StepDiagnostics [B, num_steps])`, `values`
+  being the back-propagated running means `[B, num_groups, num_labels]`.
+  """
+  batch_size = particles.value.shape[0]
+  values = backpropagation.ActionValues.zeros(batch_size, config.num_groups, config.num_labels)
+
+  def body(i, carry):
+    particles, values, td_scale = carry
+    model_key, step_key = jax.random.split(jax.random.fold_in(rng_key, i))
+    step = particles_lib.mutate(params, model_key, recurrent_fn, particles.action,
+                                particles.embedding)
+    particles, values, td_scale, diag = smc_step(
+        particles, values, td_scale, step, step_key, config, allow_resample=i < num_steps - 1)
+    return (particles, values, td_scale), diag
+
+  (particles, values, _), diagnostics = run_steps(
+      loop_fn, num_steps, body, (particles, values, TDScale.zeros(batch_size)), batch_size)
+  return particles, values, diagnostics

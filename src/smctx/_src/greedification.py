@@ -1,0 +1,80 @@
+"""The root greedification operator `I(π_θ, Q)` (`algorithms.md` section 4).
+
+Gumbel MuZero's completed-Q operator, computed with the user's own mctx
+`qtransform` on the root summary tree: `σ(Q̃) = qtransform(tree, ROOT_INDEX)`,
+`I(π_θ, Q) = softmax(logits + σ(Q̃))` over valid actions. The same operator
+gives TSMCTS's second greedification at the states after the root.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import mctx
+
+from smctx._src import summary_tree
+
+
+def mask_logits(logits: chex.Array, invalid_actions: chex.Array | None) -> chex.Array:
+  """Max-subtracted logits with a finite minimum logit on invalid actions.
+
+  As mctx: a finite minimum (not `-inf`) keeps softmax finite even when a row
+  has no valid action.
+  """
+  logits = logits - jnp.max(logits, axis=-1, keepdims=True)
+  if invalid_actions is None:
+    return logits
+  return jnp.where(invalid_actions, jnp.finfo(logits.dtype).min, logits)
+
+
+def mixed_value(raw_value, qvalues, visits, prior_probs):
+  """Gumbel MuZero's mixed value (Appendix D of Danihelka et al., 2022), `[...]`."""
+  visited = visits > 0
+  prior_probs = jnp.maximum(prior_probs, jnp.finfo(prior_probs.dtype).tiny)
+  sum_probs = jnp.sum(jnp.where(visited, prior_probs, 0.0), axis=-1, keepdims=True)
+  weighted_q = jnp.sum(
+      jnp.where(visited, prior_probs * qvalues / jnp.maximum(sum_probs, 1e-30), 0.0), axis=-1)
+  total = jnp.sum(visits, axis=-1)
+  return (raw_value + total * weighted_q) / (total + 1)
+
+
+def completed_qvalues(raw_value, qvalues, visits, prior_logits):
+  """`Q̃`: visited actions keep `Q`; unvisited ones get the mixed value. `[B, A]`."""
+  value = mixed_value(raw_value, qvalues, visits, jax.nn.softmax(prior_logits, axis=-1))
+  return jnp.where(visits > 0, qvalues, value[..., None])
+
+
+@chex.dataclass(frozen=True)
+class Greedified:
+  """The root operator's results, all `[B, A]` except `value: [B]`.
+
+  transformed: `σ(Q̃)` from the user's qtransform.
+  completed: `Q̃`, completed by the mixed value, in value units.
+  policy: `I(π_θ, Q)`, zero on invalid actions.
+  value: `Σ_a policy(a)·Q̃(a)`.
+  tree: the root summary tree (its root value is `value`).
+  """
+  transformed: chex.Array
+  completed: chex.Array
+  policy: chex.Array
+  value: chex.Array
+  tree: mctx.Tree
+
+
+def greedify(*, prior_logits, raw_value, qvalues, visits, qtransform,
+             invalid_actions=None, extra_data=None) -> Greedified:
+  """Applies `I(π_θ, Q)` to a batch of roots. `prior_logits` must be masked."""
+  completed = completed_qvalues(raw_value, qvalues, visits, prior_logits)
+  provisional_value = mixed_value(raw_value, qvalues, visits, jax.nn.softmax(prior_logits, -1))
+  tree = summary_tree.root_tree(
+      prior_logits=prior_logits, raw_value=raw_value, qvalues=qvalues, visits=visits,
+      node_value=provisional_value, invalid_actions=invalid_actions, extra_data=extra_data)
+  transformed = jax.vmap(qtransform, in_axes=[0, None])(tree, mctx.Tree.ROOT_INDEX)
+  policy = jax.nn.softmax(mask_logits(prior_logits + transformed, invalid_actions), axis=-1)
+  if invalid_actions is not None:
+    policy = jnp.where(invalid_actions, 0.0, policy)
+  value = jnp.sum(policy * completed, axis=-1)
+  tree = tree.replace(node_values=tree.node_values.at[:, mctx.Tree.ROOT_INDEX].set(value))
+  return Greedified(transformed=transformed, completed=completed, policy=policy, value=value,
+                    tree=tree)

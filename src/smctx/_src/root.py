@@ -1,0 +1,107 @@
+"""What every policy does at the search root before and after its particles run.
+
+Before: validate, mask invalid actions (mctx convention: root only), cast to
+float32, draw the Gumbel noise, and make rows with no valid action searchable
+(they are searched as if every action were valid, then reported with zero
+weights and action 0, `algorithms.md` section 8.12). After: assemble
+`mctx.PolicyOutput` and the diagnostics.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import mctx
+
+from smctx._src import greedification
+from smctx._src import particles as particles_lib
+from smctx._src import summary_tree
+from smctx._src.particles import Particles
+
+
+@chex.dataclass(frozen=True)
+class PreparedRoot:
+  """The root as the engine sees it.
+
+  prior_logits: `[B, A]` float32, max-subtracted, invalid actions at a finite
+    minimum logit.
+  value: `[B]` float32. embedding: `[B, ...]`.
+  invalid_actions: `[B, A]` bool used by the search (all False in rows that
+    have no valid action). no_valid_action: `[B]` bool.
+  user_invalid_actions: `[B, A]` bool as given (all False if None).
+  gumbel: `[B, A]` `gumbel_scale`-scaled Gumbel noise.
+  """
+  prior_logits: chex.Array
+  value: chex.Array
+  embedding: chex.ArrayTree
+  invalid_actions: chex.Array
+  no_valid_action: chex.Array
+  user_invalid_actions: chex.Array
+  gumbel: chex.Array
+
+
+def prepare(rng_key, root: mctx.RootFnOutput, invalid_actions, gumbel_scale) -> PreparedRoot:
+  logits = particles_lib.sanitize_logits(jnp.asarray(root.prior_logits, jnp.float32))
+  batch_size, num_actions = logits.shape
+  if invalid_actions is None:
+    user_invalid = jnp.zeros((batch_size, num_actions), bool)
+  else:
+    user_invalid = jnp.asarray(invalid_actions).astype(bool)
+  no_valid = jnp.all(user_invalid, axis=-1)
+  invalid = user_invalid & ~no_valid[:, None]
+  value = jnp.asarray(root.value, jnp.float32)
+  value = jnp.where(jnp.isfinite(value), value, 0.0)
+  gumbel = gumbel_scale * jax.random.gumbel(rng_key, (batch_size, num_actions), jnp.float32)
+  return PreparedRoot(
+      prior_logits=greedification.mask_logits(logits, invalid), value=value,
+      embedding=root.embedding, invalid_actions=invalid, no_valid_action=no_valid,
+      user_invalid_actions=user_invalid, gumbel=gumbel)
+
+
+def particles_at_root(root: PreparedRoot, num_particles: int, action, group, label) -> Particles:
+  """`N` particles per root sitting at the root state, about to take `action`."""
+  batch_size = root.value.shape[0]
+  shape = (batch_size, num_particles)
+  return Particles(
+      embedding=particles_lib.broadcast_to_particles(root.embedding, num_particles),
+      action=action.astype(jnp.int32),
+      prior_logits=particles_lib.broadcast_to_particles(root.prior_logits, num_particles),
+      value=jnp.broadcast_to(root.value[:, None], shape),
+      returns=jnp.zeros(shape, jnp.float32),
+      discount_product=jnp.ones(shape, jnp.float32),
+      log_weight=jnp.zeros(shape, jnp.float32),
+      group=group.astype(jnp.int32),
+      label=label.astype(jnp.int32))
+
+
+def masked_argmax(score, invalid_actions):
+  """Argmax over valid actions, `[B]` int32."""
+  return jnp.argmax(jnp.where(invalid_actions, -jnp.inf, score), axis=-1).astype(jnp.int32)
+
+
+def policy_output(root: PreparedRoot, *, action, action_weights, tree: mctx.Tree,
+                  step_diagnostics, particles_per_action, num_considered,
+                  depths: tuple[int, ...], num_particles: int) -> mctx.PolicyOutput:
+  """Assembles the `PolicyOutput`; rows with no valid action get zeros and action 0."""
+  batch_size = root.value.shape[0]
+  action_weights = jnp.where(root.user_invalid_actions, 0.0, action_weights)
+  action_weights = jnp.where(root.no_valid_action[:, None], 0.0, action_weights)
+  action = jnp.where(root.no_valid_action, 0, action).astype(jnp.int32)
+  full = lambda x, dtype=jnp.int32: jnp.broadcast_to(jnp.asarray(x, dtype), (batch_size,))
+  num_evaluations = num_particles * sum(depths)
+  depths = jnp.broadcast_to(jnp.asarray(depths, jnp.int32), (batch_size, len(depths)))
+  diagnostics = summary_tree.SearchDiagnostics(
+      ess=step_diagnostics.ess,
+      distinct_actions=step_diagnostics.distinct_actions,
+      resampled=step_diagnostics.resampled,
+      num_resamples=jnp.sum(step_diagnostics.num_resamples, axis=-1).astype(jnp.int32),
+      particles_per_action=particles_per_action.astype(jnp.int32),
+      num_considered=num_considered.astype(jnp.int32),
+      depth=depths,
+      num_particles=full(num_particles),
+      num_evaluations=full(num_evaluations),
+      nonfinite_model_outputs=jnp.sum(step_diagnostics.nonfinite, axis=-1).astype(jnp.int32),
+      no_valid_action=root.no_valid_action)
+  tree = tree.replace(extra_data=diagnostics, root_invalid_actions=root.user_invalid_actions)
+  return mctx.PolicyOutput(action=action, action_weights=action_weights, search_tree=tree)

@@ -1,0 +1,135 @@
+"""SMC: the SPO-style baseline (`algorithms.md` section 1).
+
+Root actions are sampled from the prior, particles are weighted by TD
+advantages and resampled, and the policy target is the weighted occupancy of
+root actions among the final particles. It shows the two defects that SMCTS
+and TSMCTS fix: variance growing with depth, and path degeneracy.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import mctx
+
+from smctx._src import budget
+from smctx._src import engine
+from smctx._src import root as root_lib
+from smctx._src import segments
+from smctx._src import summary_tree
+from smctx._src import validation
+
+DEFAULT_TEMPERATURE = 1.0
+
+
+def smc_policy(
+    params: mctx.Params,
+    rng_key: chex.PRNGKey,
+    root: mctx.RootFnOutput,
+    recurrent_fn: mctx.RecurrentFn,
+    num_simulations: int,
+    invalid_actions: Optional[chex.Array] = None,
+    max_depth: Optional[int] = None,
+    loop_fn: mctx.LoopFn = jax.lax.fori_loop,
+    *,
+    qtransform: mctx.QTransform = mctx.qtransform_completed_by_mix_value,
+    gumbel_scale: chex.Numeric = 1.0,
+    num_particles: Optional[int] = None,
+    temperature: float = DEFAULT_TEMPERATURE,
+    td_scale: str = "running",
+    resample: str = "ess",
+    ess_threshold: float = 0.5,
+    resampling_method: str = "systematic",
+    max_num_considered_actions: int = 16,
+) -> mctx.PolicyOutput[summary_tree.SearchDiagnostics]:
+  """Runs the SMC baseline search and returns an `mctx.PolicyOutput`.
+
+  `N = num_particles` particles per root sample their root action from the
+  prior, then take `T ≈ num_simulations // N` steps, each one
+  `recurrent_fn` call over all `B·N` particles. The policy target is
+  `π_SMC(a) = Σ_n w̄_n·1[root_action_n = a]`, the weighted occupancy of root
+  actions among the final particles.
+
+  In the shape descriptions `B` is the batch size and `A` the number of actions.
+
+  Args:
+    params: forwarded to `recurrent_fn`.
+    rng_key: random key, consumed.
+    root: `mctx.RootFnOutput` with `prior_logits [B, A]`, `value [B]` and
+      `embedding [B, ...]`.
+    recurrent_fn: mctx's `(params, rng_key, action [B·N], embedding [B·N, ...])
+      -> (RecurrentFnOutput, next_embedding)`.
+    num_simulations: model evaluations per root (mctx's unit), a Python int.
+    invalid_actions: `[B, A]` bool/int mask, nonzero for invalid root actions.
+    max_depth: caps the number of sequential steps `T`.
+    loop_fn: `fori_loop`-like function driving the depth loop.
+    qtransform: accepted for drop-in compatibility; unused by SMC (its target
+      is an occupancy, not a greedified Q).
+    gumbel_scale: scale of the Gumbel noise used to sample `action` from the
+      policy target (0 gives its argmax).
+    num_particles: width `N`; None chooses it from the budget.
+    temperature: SMC temperature of the TD log-weights.
+    td_scale: "running" (TD errors divided by their running RMS) or "none".
+    resample: "ess", "always" or "never".
+    ess_threshold: resample when `ESS < ess_threshold·N`.
+    resampling_method: "systematic" or "multinomial".
+    max_num_considered_actions: accepted for drop-in compatibility; unused.
+
+  Returns:
+    `mctx.PolicyOutput(action [B] int32, action_weights [B, A] float32,
+    search_tree)`; `search_tree` is an `mctx.Tree` of the root and one child
+    per action (visits = final particles per root action, Q = their weighted
+    mean return) and `search_tree.extra_data` a `SearchDiagnostics`.
+  """
+  del qtransform, max_num_considered_actions
+  validation.check_engine_args(
+      num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
+      temperature=temperature, td_scale=td_scale, resample=resample,
+      ess_threshold=ess_threshold, resampling_method=resampling_method)
+  batch_size, num_actions = validation.check_root(root, invalid_actions)
+  layout = budget.smc_layout(num_simulations, num_actions, num_particles, max_depth,
+                             assign_without_replacement=False)
+  n = layout.num_particles
+  gumbel_key, init_key, search_key = jax.random.split(rng_key, 3)
+  prepared = root_lib.prepare(gumbel_key, root, invalid_actions, gumbel_scale)
+
+  # Root actions sampled from the prior: the occupancy estimator requires it.
+  root_action = jax.random.categorical(
+      init_key, prepared.prior_logits[:, None, :], shape=(batch_size, n)).astype(jnp.int32)
+  particles = root_lib.particles_at_root(
+      prepared, n, action=root_action, group=jnp.zeros_like(root_action), label=root_action)
+  config = engine.EngineConfig(
+      temperature=temperature, td_scale=td_scale, resample=resample,
+      ess_threshold=ess_threshold, resampling_method=resampling_method, num_groups=1,
+      num_labels=num_actions)
+  particles, values, diagnostics = engine.run_smc(
+      params, search_key, recurrent_fn, particles, layout.num_steps, config, loop_fn)
+
+  # Weighted occupancy of root actions among the final particles.
+  w = jax.nn.softmax(particles.log_weight, axis=-1)
+  occupancy = functools.partial(segments.segment_sum, segment_ids=particles.label,
+                                num_segments=num_actions)
+  action_weights = occupancy(w)
+  weighted_returns = occupancy(w * particles.bootstrapped_return)
+  qvalues = jnp.where(action_weights > 0, weighted_returns / jnp.maximum(action_weights, 1e-30),
+                      0.0)
+  final_counts = occupancy(jnp.ones_like(w))
+  value = jnp.sum(w * particles.bootstrapped_return, axis=-1)
+  tree = summary_tree.root_tree(
+      prior_logits=prepared.prior_logits, raw_value=prepared.value, qvalues=qvalues,
+      visits=final_counts, node_value=value, invalid_actions=prepared.invalid_actions)
+  # Sampling from π_SMC with the Gumbel-max trick (greedy when gumbel_scale=0).
+  log_target = jnp.where(action_weights > 0, jnp.log(jnp.maximum(action_weights, 1e-30)),
+                         -jnp.inf)
+  action = root_lib.masked_argmax(log_target + prepared.gumbel, prepared.invalid_actions)
+  initial_counts = segments.segment_sum(
+      jnp.ones((batch_size, n), jnp.float32), root_action, num_actions)
+  return root_lib.policy_output(
+      prepared, action=action, action_weights=action_weights, tree=tree,
+      step_diagnostics=diagnostics, particles_per_action=initial_counts[:, None],
+      num_considered=jnp.sum(initial_counts > 0, axis=-1)[:, None], depths=layout.depths,
+      num_particles=n)

@@ -1,0 +1,116 @@
+"""The root summary tree: root statistics laid out as an `mctx.Tree`.
+
+smctx keeps no tree, only per-root-action statistics. Laying them out as an
+`mctx.Tree` with the root (`ROOT_INDEX = 0`) and one child per action lets the
+user's `qtransform` (mctx's own functions) and `Tree.summary()` work unchanged.
+A child's Q-value is stored as `children_values` with reward 0 and discount 1,
+so `tree.qvalues(ROOT_INDEX)` returns it exactly. Embeddings are not stored
+(the tree holds a `[B, num_nodes]` placeholder): a search never keeps states.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chex
+import jax.numpy as jnp
+import mctx
+
+
+@chex.dataclass(frozen=True)
+class SearchDiagnostics:
+  """What a search measured about itself, in `search_tree.extra_data`.
+
+  All fields have the batch axis `B` first. `S` is the number of sequential
+  `recurrent_fn` calls of the search, `K` the number of Sequential Halving
+  iterations (1 for SMC and SMCTS), `A` the number of actions.
+
+  ess: `[B, S]` effective sample size after each step's weight update (summed
+    over resampling groups; at most `num_particles`). TSMCTS root steps, which
+    do not weight, report `num_particles`.
+  distinct_actions: `[B, S]` after each step's resampling: for SMC/SMCTS the
+    number of distinct root actions carried by the particles (path
+    degeneracy shows as this falling to 1); for TSMCTS the mean over live
+    candidates of the distinct second actions carried inside each group.
+  resampled: `[B, S]` bool, whether any group of the root resampled at the step.
+  num_resamples: `[B]` int32, resampling events (group-level for TSMCTS).
+  particles_per_action: `[B, K, A]` int32, particles given to each root action
+    in each Sequential Halving iteration (SMC/SMCTS: `K = 1`, at the start).
+  num_considered: `[B, K]` int32, root actions alive in each iteration.
+  depth: `[B, K]` int32, sequential steps of each iteration (`T` or `T_SH`).
+  num_particles: `[B]` int32, the width actually used (may be smaller than the
+    requested one when the budget is small, `algorithms.md` section 8.2).
+  num_evaluations: `[B]` int32, `recurrent_fn` evaluations spent per root.
+  nonfinite_model_outputs: `[B]` int32, particle-steps whose model output held
+    a NaN/inf (replaced by finite values; never propagated to the targets).
+  no_valid_action: `[B]` bool, rows where every action was invalid
+    (`action_weights` is all zeros and `action` is 0 there).
+  """
+  ess: chex.Array
+  distinct_actions: chex.Array
+  resampled: chex.Array
+  num_resamples: chex.Array
+  particles_per_action: chex.Array
+  num_considered: chex.Array
+  depth: chex.Array
+  num_particles: chex.Array
+  num_evaluations: chex.Array
+  nonfinite_model_outputs: chex.Array
+  no_valid_action: chex.Array
+
+
+def root_tree(*, prior_logits: chex.Array, raw_value: chex.Array, qvalues: chex.Array,
+              visits: chex.Array, node_value: chex.Array,
+              invalid_actions: chex.Array | None = None, extra_data: Any = None) -> mctx.Tree:
+  """Builds a two-level `mctx.Tree` of `[B]` roots with `A` children each.
+
+  Args:
+    prior_logits: `[B, A]` root prior logits (already masked).
+    raw_value: `[B]` the network's value of the root.
+    qvalues: `[B, A]` action values (anything where `visits == 0`).
+    visits: `[B, A]` model evaluations spent under each action.
+    node_value: `[B]` the search value of the root.
+    invalid_actions: `[B, A]` bool mask, True for invalid.
+    extra_data: stored as `tree.extra_data`.
+  """
+  batch_size, num_actions = prior_logits.shape
+  num_nodes = num_actions + 1
+  f32 = jnp.float32
+  visits = visits.astype(f32)
+  qvalues = jnp.where(visits > 0, qvalues, 0.0).astype(f32)
+  zeros_na = jnp.zeros((batch_size, num_nodes, num_actions), f32)
+
+  def root_row(x):
+    return zeros_na.at[:, 0].set(x.astype(zeros_na.dtype))
+
+  child_ids = jnp.arange(1, num_nodes, dtype=jnp.int32)
+  children_index = jnp.full((batch_size, num_nodes, num_actions), mctx.Tree.UNVISITED, jnp.int32)
+  children_index = children_index.at[:, 0].set(
+      jnp.where(visits > 0, child_ids[None], mctx.Tree.UNVISITED))
+  node_visits = jnp.concatenate([jnp.sum(visits, -1, keepdims=True), visits], axis=1)
+  node_values = jnp.concatenate([node_value[:, None].astype(f32), qvalues], axis=1)
+  raw_values = jnp.concatenate([raw_value[:, None].astype(f32), qvalues], axis=1)
+  parents = jnp.concatenate(
+      [jnp.full((batch_size, 1), mctx.Tree.NO_PARENT, jnp.int32),
+       jnp.zeros((batch_size, num_actions), jnp.int32)], axis=1)
+  action_from_parent = jnp.concatenate(
+      [jnp.full((batch_size, 1), mctx.Tree.NO_PARENT, jnp.int32),
+       jnp.broadcast_to(jnp.arange(num_actions, dtype=jnp.int32), (batch_size, num_actions))],
+      axis=1)
+  if invalid_actions is None:
+    invalid_actions = jnp.zeros((batch_size, num_actions), bool)
+  return mctx.Tree(
+      node_visits=node_visits.astype(jnp.int32),
+      raw_values=raw_values,
+      node_values=node_values,
+      parents=parents,
+      action_from_parent=action_from_parent,
+      children_index=children_index,
+      children_prior_logits=root_row(prior_logits),
+      children_visits=root_row(visits).astype(jnp.int32),
+      children_rewards=zeros_na,
+      children_discounts=root_row(jnp.ones_like(qvalues)),
+      children_values=root_row(qvalues),
+      embeddings=jnp.zeros((batch_size, num_nodes), f32),
+      root_invalid_actions=invalid_actions.astype(bool),
+      extra_data=extra_data)

@@ -1,0 +1,314 @@
+"""TSMCTS: SMCTS inside Sequential Halving at the root (`algorithms.md` section 3).
+
+One `loop_fn` loop runs every sequential step of every Sequential Halving
+iteration, so the model is traced once and each step is exactly one
+`recurrent_fn` call over all `B·N` particles:
+
+* the first step of an iteration takes each group's candidate root action
+  from the root state and *re-roots* the particles at the successor `s2`
+  (their returns restart there and their label becomes the second action);
+* the other steps are SMCTS steps inside each group (resampling never
+  crosses groups, so a particle never changes root action);
+* the last step finalises the iteration: the second greedification gives
+  `V_SMCTS(s2)`, `Q_i(a) = r + discount·V_SMCTS(s2)` enters the
+  inverse-variance combination `Q_SH`, the candidates are halved by
+  `g + logits + σ(Q̃_SH)`, and the particles return to the root split over the
+  survivors.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+
+from smctx._src import backpropagation
+from smctx._src import budget
+from smctx._src import engine
+from smctx._src import greedification
+from smctx._src import particles as particles_lib
+from smctx._src import root as root_lib
+from smctx._src import segments
+from smctx._src import sequential_halving
+from smctx._src import summary_tree
+from smctx._src import validation
+
+DEFAULT_TEMPERATURE = 1.0
+
+
+@chex.dataclass(frozen=True)
+class RootStep:
+  """What the root step of the current iteration saw, per particle `[B, N]`.
+
+  reward, discount: of the root transition; value: network value at `s2`;
+  root_action: the candidate taken. pooled_logits `[B, G, A]` and
+  pooled_value `[B, G]`: the group's `s2` samples pooled as one chance node
+  (mean of the prior *probabilities* and of the values, section 8.9).
+  """
+  reward: chex.Array
+  discount: chex.Array
+  value: chex.Array
+  root_action: chex.Array
+  pooled_logits: chex.Array
+  pooled_value: chex.Array
+
+
+@chex.dataclass(frozen=True)
+class HalvingState:
+  """Root state of Sequential Halving, `O(A)` per root whatever the budget.
+
+  qvalues, weights: `Q_SH` and `Σ_j N_j(a)` of the inverse-variance
+  combination `[B, A]`; visits: model evaluations under each action `[B, A]`;
+  considered: candidates still alive `[B, A]`; particles_per_action
+  `[B, K, A]` and num_considered `[B, K]` are diagnostics.
+  """
+  qvalues: chex.Array
+  weights: chex.Array
+  visits: chex.Array
+  considered: chex.Array
+  particles_per_action: chex.Array
+  num_considered: chex.Array
+
+
+def _schedule(depths):
+  """Static per-step flags: first / last step of an iteration, iteration index."""
+  first, last, iteration = [], [], []
+  for i, depth in enumerate(depths):
+    for t in range(depth):
+      first.append(t == 0)
+      last.append(t == depth - 1)
+      iteration.append(i)
+  return (jnp.asarray(np.array(first)), jnp.asarray(np.array(last)),
+          jnp.asarray(np.array(iteration, np.int32)))
+
+
+def _reroot(particles, step, rng_key, num_groups):
+  """Root step: particles move to `s2` and start an SMCTS there, inside their group.
+
+  Second actions are assigned without replacement within each group
+  (Gumbel-top over the group's pooled prior, as SMCTS does at its root,
+  section 8.6), the particles beyond the number of plausible actions by
+  sampling from their own prior.
+  """
+  gumbel_key, sample_key = jax.random.split(rng_key)
+  batch_size, num_particles = particles.value.shape
+  num_actions = step.prior_logits.shape[-1]
+  size = segments.segment_sum(jnp.ones_like(step.value), particles.group, num_groups)
+  probs = jax.nn.softmax(step.prior_logits, axis=-1)
+  pooled_probs = segments.segment_sum(probs, particles.group, num_groups) / jnp.maximum(
+      size, 1)[..., None]
+  pooled_logits = jnp.log(jnp.maximum(pooled_probs, jnp.finfo(jnp.float32).tiny))
+  pooled_value = segments.segment_sum(step.value, particles.group, num_groups) / jnp.maximum(
+      size, 1)
+  gumbel = jax.random.gumbel(gumbel_key, (batch_size, num_groups, num_actions))
+  order = jnp.argsort(-(gumbel + pooled_logits), axis=-1)  # [B, G, A]
+  position = segments.position_in_segment(particles.group)
+  own_order = jnp.take_along_axis(order, particles.group[..., None], axis=1)  # [B, N, A]
+  top = jnp.take_along_axis(own_order, jnp.minimum(position, num_actions - 1)[..., None],
+                            axis=2)[..., 0]
+  top_prob = jnp.take_along_axis(
+      jnp.take_along_axis(pooled_probs, particles.group[..., None], axis=1), top[..., None],
+      axis=2)[..., 0]
+  sampled = particles_lib.sample_actions(sample_key, step.prior_logits)
+  second_action = jnp.where((position < num_actions) & (top_prob > 0), top, sampled)
+  second_action = second_action.astype(jnp.int32)
+  record = RootStep(reward=step.reward, discount=step.discount, value=step.value,
+                    root_action=particles.label, pooled_logits=pooled_logits,
+                    pooled_value=pooled_value)
+  rerooted = particles.replace(
+      embedding=step.embedding, prior_logits=step.prior_logits, value=step.value,
+      returns=jnp.zeros_like(step.value), discount_product=jnp.ones_like(step.value),
+      log_weight=jnp.zeros_like(step.value), action=second_action, label=second_action)
+  return rerooted, record
+
+
+def tsmcts_policy(
+    params: mctx.Params,
+    rng_key: chex.PRNGKey,
+    root: mctx.RootFnOutput,
+    recurrent_fn: mctx.RecurrentFn,
+    num_simulations: int,
+    invalid_actions: Optional[chex.Array] = None,
+    max_depth: Optional[int] = None,
+    loop_fn: mctx.LoopFn = jax.lax.fori_loop,
+    *,
+    qtransform: mctx.QTransform = mctx.qtransform_completed_by_mix_value,
+    max_num_considered_actions: int = 16,
+    gumbel_scale: chex.Numeric = 1.0,
+    num_particles: Optional[int] = None,
+    temperature: float = DEFAULT_TEMPERATURE,
+    td_scale: str = "running",
+    resample: str = "ess",
+    ess_threshold: float = 0.5,
+    resampling_method: str = "systematic",
+) -> mctx.PolicyOutput[summary_tree.SearchDiagnostics]:
+  """Runs Twice Sequential Monte Carlo Tree Search; a drop-in for `mctx.gumbel_muzero_policy`.
+
+  The root's `m1` Gumbel-top candidates go through `K = ceil(log2 m1)`
+  Sequential Halving iterations. In each, the `N` particles are split over the
+  surviving candidates; each group takes its candidate from the root and runs
+  SMCTS from the successor state for `T_SH − 1` more steps; the improved
+  policy at the successor applied to its own value estimates (the second
+  greedification) gives `Q_i(a)`, combined across iterations by inverse
+  variance into `Q_SH(a)`. A search makes about `num_simulations // N`
+  sequential `recurrent_fn` calls, each over all `B·N` particles, and keeps
+  `O(B·N + B·A)` memory whatever the budget.
+
+  In the shape descriptions `B` is the batch size and `A` the number of actions.
+
+  Args:
+    params: forwarded to `recurrent_fn`.
+    rng_key: random key, consumed.
+    root: `mctx.RootFnOutput` with `prior_logits [B, A]`, `value [B]` and
+      `embedding [B, ...]`.
+    recurrent_fn: mctx's `(params, rng_key, action [B·N], embedding [B·N, ...])
+      -> (RecurrentFnOutput, next_embedding)`; `value` and `prior_logits`
+      are from the point of view of the player to move in the next state,
+      `discount` is `gamma`, 0 at termination, `-1` for two-player games.
+    num_simulations: model evaluations per root (mctx's unit), a Python int.
+    invalid_actions: `[B, A]` bool/int mask, nonzero for invalid root actions.
+    max_depth: caps the depth `T_SH` of every iteration.
+    loop_fn: `fori_loop`-like function driving the depth loop.
+    qtransform: mctx qtransform giving `σ(Q̃)`, at the root and at the
+      successor states (second greedification).
+    max_num_considered_actions: most root candidates `m1` (also at most the
+      number of actions and `N`).
+    gumbel_scale: scale of the Gumbel noise of the candidates and the final
+      action; 0 makes the search's choices deterministic given its values.
+    num_particles: width `N`; None chooses it from the budget (depth per
+      iteration near 6). A budget below `N·K` shrinks the width instead of
+      failing.
+    temperature: SMC temperature of the TD log-weights.
+    td_scale: "running" (TD errors divided by their running RMS) or "none".
+    resample: "ess", "always" or "never" (within each candidate's group).
+    ess_threshold: a group resamples when `ESS < ess_threshold·N_group`.
+    resampling_method: "systematic" or "multinomial".
+
+  Returns:
+    `mctx.PolicyOutput(action [B] int32, action_weights [B, A] float32,
+    search_tree)`: `action` is the Sequential Halving winner,
+    `action_weights = softmax(logits + σ(Q̃_SH))` (zero on invalid actions),
+    `search_tree` an `mctx.Tree` of the root and one child per action
+    (visits = evaluations under the action, Q = `Q_SH`,
+    `node_values[:, 0]` = search value) whose `extra_data` is a
+    `SearchDiagnostics`.
+  """
+  validation.check_engine_args(
+      num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
+      temperature=temperature, td_scale=td_scale, resample=resample,
+      ess_threshold=ess_threshold, resampling_method=resampling_method)
+  validation.check_positive_int("max_num_considered_actions", max_num_considered_actions)
+  batch_size, num_actions = validation.check_root(root, invalid_actions)
+  layout = budget.tsmcts_layout(num_simulations, num_actions, num_particles,
+                                max_num_considered_actions, max_depth)
+  n, m1 = layout.num_particles, layout.num_considered
+  num_iterations = len(layout.depths)
+  gumbel_key, search_key = jax.random.split(rng_key)
+  prepared = root_lib.prepare(gumbel_key, root, invalid_actions, gumbel_scale)
+  config = engine.EngineConfig(
+      temperature=temperature, td_scale=td_scale, resample=resample,
+      ess_threshold=ess_threshold, resampling_method=resampling_method, num_groups=m1,
+      num_labels=num_actions)
+  is_first, is_last, iteration_of_step = _schedule(layout.depths)
+  depth_of_iteration = jnp.asarray(layout.depths, jnp.float32)
+  keep_after_iteration = jnp.asarray(
+      [-(-m // 2) for m in layout.considered_per_iteration], jnp.int32)
+
+  def fresh_start(score, considered):
+    group, root_action, _ = sequential_halving.assign_particles(score, considered, n)
+    particles = root_lib.particles_at_root(prepared, n, root_action, group, label=root_action)
+    values = backpropagation.ActionValues.zeros(batch_size, m1, num_actions)
+    return particles, values
+
+  def greedify_root(halving):
+    return greedification.greedify(
+        prior_logits=prepared.prior_logits, raw_value=prepared.value,
+        qvalues=halving.qvalues, visits=halving.visits, qtransform=qtransform,
+        invalid_actions=prepared.invalid_actions)
+
+  def finish_iteration(carry, iteration):
+    particles, values, td_scale, first, halving = carry
+    # Second greedification at s2: V_SMCTS = Σ_b I(π(s2), Q2)(b)·Q̃2(b), per group.
+    flat = lambda x: x.reshape((batch_size * m1,) + x.shape[2:])
+    inner = greedification.greedify(
+        prior_logits=flat(first.pooled_logits), raw_value=flat(first.pooled_value),
+        qvalues=flat(values.qvalues), visits=flat(values.visits), qtransform=qtransform)
+    v_search = inner.value.reshape(batch_size, m1)
+    improvement = jnp.take_along_axis(v_search - first.pooled_value, particles.group, axis=1)
+    # Q_i(a): group mean of r + discount·(v(s2) + V_SMCTS − pooled v(s2)); with a
+    # deterministic model this is exactly r + discount·V_SMCTS(s2).
+    q_particle = first.reward + first.discount * (first.value + improvement)
+    count = segments.segment_sum(jnp.ones_like(q_particle), first.root_action, num_actions)
+    q_iter = segments.segment_sum(q_particle, first.root_action, num_actions) / jnp.maximum(
+        count, 1)
+    q_sh, weights = sequential_halving.combine_iterations(
+        halving.qvalues, halving.weights, q_iter, count)
+    halving = halving.replace(
+        qvalues=q_sh, weights=weights,
+        visits=halving.visits + count * depth_of_iteration[iteration],
+        particles_per_action=halving.particles_per_action.at[:, iteration].set(count),
+        num_considered=halving.num_considered.at[:, iteration].set(
+            jnp.sum(count > 0, axis=-1).astype(jnp.int32)))
+    score = prepared.gumbel + prepared.prior_logits + greedify_root(halving).transformed
+    considered = sequential_halving.top_considered(
+        score, halving.considered, keep_after_iteration[iteration])
+    halving = halving.replace(considered=considered)
+    particles, values = fresh_start(score, considered)
+    return particles, values, td_scale, first, halving
+
+  def body(i, carry):
+    particles, values, td_scale, first, halving = carry
+    model_key, step_key = jax.random.split(jax.random.fold_in(search_key, i))
+    step = particles_lib.mutate(params, model_key, recurrent_fn, particles.action,
+                                particles.embedding)
+
+    def root_step(_):
+      rerooted, record = _reroot(particles, step, step_key, m1)
+      diag = engine.StepDiagnostics(
+          ess=jnp.full((batch_size,), float(n)),
+          distinct_actions=engine.distinct_labels_per_group(rerooted, m1, num_actions),
+          resampled=jnp.zeros((batch_size,), bool),
+          num_resamples=jnp.zeros((batch_size,), jnp.int32), nonfinite=step.nonfinite)
+      return rerooted, values, td_scale, record, diag
+
+    def inner_step(_):
+      p, v, td, diag = engine.smc_step(particles, values, td_scale, step, step_key, config,
+                                       allow_resample=~is_last[i])
+      return p, v, td, first, diag
+
+    particles, values, td_scale, first, diag = jax.lax.cond(
+        is_first[i], root_step, inner_step, None)
+    carry = jax.lax.cond(is_last[i], finish_iteration, lambda c, _: c,
+                         (particles, values, td_scale, first, halving), iteration_of_step[i])
+    return carry, diag
+
+  # Gumbel-top-m1 candidates among valid actions.
+  initial_score = prepared.gumbel + prepared.prior_logits
+  considered = sequential_halving.top_considered(initial_score, ~prepared.invalid_actions, m1)
+  particles, values = fresh_start(initial_score, considered)
+  zeros_a = jnp.zeros((batch_size, num_actions), jnp.float32)
+  halving = HalvingState(
+      qvalues=zeros_a, weights=zeros_a, visits=zeros_a, considered=considered,
+      particles_per_action=jnp.zeros((batch_size, num_iterations, num_actions), jnp.float32),
+      num_considered=jnp.zeros((batch_size, num_iterations), jnp.int32))
+  zeros_n = jnp.zeros((batch_size, n), jnp.float32)
+  first = RootStep(reward=zeros_n, discount=zeros_n, value=zeros_n,
+                   root_action=jnp.zeros((batch_size, n), jnp.int32),
+                   pooled_logits=jnp.zeros((batch_size, m1, num_actions), jnp.float32),
+                   pooled_value=jnp.zeros((batch_size, m1), jnp.float32))
+  carry = (particles, values, engine.TDScale.zeros(batch_size), first, halving)
+  (_, _, _, _, halving), diagnostics = engine.run_steps(
+      loop_fn, layout.num_steps, body, carry, batch_size)
+
+  greedified = greedify_root(halving)
+  # The Sequential Halving winner: the best-scored survivor of the last halving.
+  score = prepared.gumbel + prepared.prior_logits + greedified.transformed
+  action = root_lib.masked_argmax(score, ~halving.considered)
+  return root_lib.policy_output(
+      prepared, action=action, action_weights=greedified.policy, tree=greedified.tree,
+      step_diagnostics=diagnostics, particles_per_action=halving.particles_per_action,
+      num_considered=halving.num_considered, depths=layout.depths, num_particles=n)
