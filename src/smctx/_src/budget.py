@@ -20,7 +20,11 @@ import math
 
 # Measured defaults (docs/algorithms.md, "Width and depth").
 SMC_TARGET_DEPTH = 8
-TSMCTS_TARGET_DEPTH = 6
+TSMCTS_TARGET_DEPTH = 3
+# TSMCTS groups need several particles for resampling to select anything: a
+# one-particle group is a plain prior rollout. Width at least this many
+# particles per first-iteration candidate when the budget allows.
+TSMCTS_MIN_PARTICLES_PER_CANDIDATE = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +106,16 @@ def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | N
 
   `m1 = min(max_num_considered_actions, A, N)`, `K = ceil(log2 m1)`,
   `T_SH = num_simulations // (N·K)`; if that is below one step, the width
-  shrinks to `num_simulations // K` (and `m1` with it).
+  shrinks to the widest one that gives every iteration a step (and `m1`
+  with it).
   """
   m1 = min(max_num_considered_actions, num_actions)
   if num_particles is None:
     depth = TSMCTS_TARGET_DEPTH if max_depth is None else min(TSMCTS_TARGET_DEPTH, max_depth)
-    width = max(m1, num_simulations // (num_halving_iterations(m1) * depth))
+    iterations = num_halving_iterations(m1)
+    width = max(m1, num_simulations // (iterations * depth))
+    if TSMCTS_MIN_PARTICLES_PER_CANDIDATE * m1 * iterations <= num_simulations:
+      width = max(width, TSMCTS_MIN_PARTICLES_PER_CANDIDATE * m1)
     if max_depth is not None:
       width = max(width, -(-num_simulations // (num_halving_iterations(m1) * max_depth)))
   else:

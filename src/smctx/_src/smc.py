@@ -23,7 +23,7 @@ from smctx._src import segments
 from smctx._src import summary_tree
 from smctx._src import validation
 
-DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TEMPERATURE = 0.3
 
 
 def smc_policy(

@@ -37,7 +37,7 @@ from smctx._src import sequential_halving
 from smctx._src import summary_tree
 from smctx._src import validation
 
-DEFAULT_TEMPERATURE = 1.0
+DEFAULT_TEMPERATURE = 0.3
 
 
 @chex.dataclass(frozen=True)
