@@ -1,0 +1,114 @@
+"""Unit checks of the particle engine's pieces against NumPy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from smctx._src import backpropagation
+from smctx._src import particles as particles_lib
+from smctx._src import sequential_halving
+
+
+def _groups(sizes):
+  return np.repeat(np.arange(len(sizes)), sizes)
+
+
+@pytest.mark.parametrize("method", ["systematic", "multinomial"])
+def test_resampling_never_crosses_groups(method):
+  rng = np.random.default_rng(0)
+  group = jnp.asarray(np.stack([_groups([3, 5, 1, 7]), _groups([8, 8, 0, 0])]), jnp.int32)
+  log_weight = jnp.asarray(rng.normal(size=(2, 16)) * 3, jnp.float32)
+  for seed in range(20):
+    anc = np.asarray(particles_lib.resampling_ancestors(
+        jax.random.PRNGKey(seed), log_weight, group, 4, method))
+    g = np.asarray(group)
+    assert np.all(np.take_along_axis(g, anc, axis=1) == g)
+
+
+def test_systematic_resampling_copies_floor_or_ceil_of_expected():
+  # Systematic resampling gives particle i either floor(N_g·w_i) or ceil(N_g·w_i) copies.
+  rng = np.random.default_rng(1)
+  sizes = [6, 10]
+  group = jnp.asarray(_groups(sizes)[None], jnp.int32)
+  lw = rng.normal(size=(1, 16))
+  w = np.exp(lw[0])
+  expected = np.empty(16)
+  start = 0
+  for size in sizes:
+    block = w[start:start + size] / w[start:start + size].sum()
+    expected[start:start + size] = size * block
+    start += size
+  for seed in range(20):
+    anc = np.asarray(particles_lib.resampling_ancestors(
+        jax.random.PRNGKey(seed), jnp.asarray(lw, jnp.float32), group, 2, "systematic"))[0]
+    copies = np.bincount(anc, minlength=16)
+    assert np.all(copies >= np.floor(expected - 1e-5))
+    assert np.all(copies <= np.ceil(expected + 1e-5))
+
+
+def test_multinomial_resampling_frequencies_match_weights():
+  lw = jnp.log(jnp.asarray([[0.1, 0.2, 0.7, 0.5, 0.5]], jnp.float32))
+  group = jnp.asarray([[0, 0, 0, 1, 1]], jnp.int32)
+  keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+  anc = jax.vmap(lambda k: particles_lib.resampling_ancestors(k, lw, group, 2, "multinomial"))(keys)
+  anc = np.asarray(anc)[:, 0, :3].ravel()
+  freq = np.bincount(anc, minlength=3) / anc.size
+  np.testing.assert_allclose(freq, [0.1, 0.2, 0.7], atol=0.02)
+
+
+def test_group_ess_matches_formula():
+  lw = np.log(np.array([[1.0, 1.0, 2.0, 4.0, 3.0]]))
+  group = np.array([[0, 0, 1, 1, 1]])
+  ess, size = particles_lib.group_ess(jnp.asarray(lw, jnp.float32), jnp.asarray(group), 2)
+  w1, w2 = np.array([1.0, 1.0]), np.array([2.0, 4.0, 3.0])
+  np.testing.assert_allclose(np.asarray(ess)[0], [w1.sum()**2 / (w1**2).sum(),
+                                                 w2.sum()**2 / (w2**2).sum()], rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(size)[0], [2, 3])
+
+
+def _particles(label, group, log_weight, returns):
+  b, n = label.shape
+  z = jnp.zeros((b, n), jnp.float32)
+  return particles_lib.Particles(
+      embedding=z, action=jnp.asarray(label, jnp.int32), prior_logits=jnp.zeros((b, n, 3)),
+      value=z, returns=jnp.asarray(returns, jnp.float32), discount_product=z,
+      log_weight=jnp.asarray(log_weight, jnp.float32), group=jnp.asarray(group, jnp.int32),
+      label=jnp.asarray(label, jnp.int32))
+
+
+def test_backpropagation_running_mean_of_weighted_means():
+  label = np.array([[0, 0, 1, 2]])
+  group = np.zeros_like(label)
+  # Huge log-weights on one action must not underflow another action's weights.
+  lw1 = np.array([[0.0, np.log(3.0), -500.0, -500.0 + np.log(2.0)]])
+  g1 = np.array([[1.0, 2.0, 5.0, 8.0]])
+  values = backpropagation.ActionValues.zeros(1, 1, 3)
+  values = backpropagation.update(values, _particles(label, group, lw1, g1))
+  q1 = np.array([(1 * 1 + 3 * 2) / 4, 5.0, 8.0])
+  np.testing.assert_allclose(np.asarray(values.qvalues)[0, 0], q1, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(values.visits)[0, 0], [2, 1, 1])
+  # Second depth: action 2 lost its particles and keeps its estimate.
+  label2 = np.array([[0, 1, 1, 1]])
+  g2 = np.array([[4.0, 1.0, 2.0, 3.0]])
+  values = backpropagation.update(values, _particles(label2, group, np.zeros((1, 4)), g2))
+  expected = np.array([(2 * q1[0] + 1 * 4.0) / 3, (1 * 5.0 + 3 * 2.0) / 4, 8.0])
+  np.testing.assert_allclose(np.asarray(values.qvalues)[0, 0], expected, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(values.visits)[0, 0], [3, 4, 1])
+
+
+def test_split_particles_gives_leftovers_to_best_ranked():
+  group = np.asarray(sequential_halving.split_particles(10, jnp.asarray([3, 1, 4, 10])))
+  np.testing.assert_array_equal(np.bincount(group[0]), [4, 3, 3])
+  np.testing.assert_array_equal(np.bincount(group[1]), [10])
+  np.testing.assert_array_equal(np.bincount(group[2]), [3, 3, 2, 2])
+  np.testing.assert_array_equal(np.bincount(group[3]), [1] * 10)
+  assert np.all(np.diff(group, axis=1) >= 0)  # contiguous groups
+
+
+def test_inverse_variance_combination():
+  q, n = sequential_halving.combine_iterations(
+      jnp.asarray([[1.0, 2.0, 0.0]]), jnp.asarray([[2.0, 3.0, 0.0]]),
+      jnp.asarray([[4.0, 9.0, 7.0]]), jnp.asarray([[4.0, 0.0, 1.0]]))
+  np.testing.assert_allclose(np.asarray(q)[0], [(2 * 1 + 4 * 4) / 6, 2.0, 7.0])
+  np.testing.assert_allclose(np.asarray(n)[0], [6, 3, 1])
