@@ -24,7 +24,7 @@ def test_tsmcts_layout_spends_budget_without_exceeding_it(num_simulations, num_a
   assert layout.num_evaluations > num_simulations - n
   # Sequential Halving halves (rounding up) down to two candidates.
   seq = layout.considered_per_iteration
-  assert all(b == -(-a // 2) for a, b in zip(seq, seq[1:]))
+  assert all(b == -(-a // 2) for a, b in zip(seq[:-1], seq[1:], strict=True))
   assert seq[-1] <= 2
 
 

@@ -59,7 +59,9 @@ def evaluate(policy, mdps, num_simulations: int, seeds: int, repeats: int = 3):
     root_fn, recurrent_fn = tabular.model(mdp)
     q_star, v_star = tabular.solve(mdp)
     states = jnp.arange(mdp.num_states)
-    search = jax.jit(lambda k: policy(None, k, root_fn(states), recurrent_fn, num_simulations))
+    root = root_fn(states)
+    search = jax.jit(lambda k, root=root, model=recurrent_fn: policy(
+        None, k, root, model, num_simulations))
     jax.block_until_ready(search(jax.random.PRNGKey(0)))  # compile
     for seed in range(seeds):
       out = jax.block_until_ready(search(jax.random.PRNGKey(seed)))

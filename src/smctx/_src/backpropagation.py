@@ -59,6 +59,6 @@ def update(values: ActionValues, particles: Particles) -> ActionValues:
   _, num_groups, num_labels = values.qvalues.shape
   q_t, c_t = depth_estimates(particles, num_groups, num_labels)
   visits = values.visits + c_t
-  qvalues = jnp.where(
-      c_t > 0, (values.visits * values.qvalues + c_t * q_t) / jnp.maximum(visits, 1), values.qvalues)
+  running = (values.visits * values.qvalues + c_t * q_t) / jnp.maximum(visits, 1)
+  qvalues = jnp.where(c_t > 0, running, values.qvalues)
   return ActionValues(qvalues=qvalues, visits=visits)
