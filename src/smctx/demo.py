@@ -37,41 +37,44 @@ ALGORITHMS = {
 
 def count_sequential_calls(policy, mdp, num_simulations: int) -> int:
   """Runs one jitted search with a model that reports each call to the host."""
-  root_fn, recurrent_fn = tabular.model(mdp)
+  root_fn, recurrent_fn = tabular.parametric_model(mdp.deterministic)
   calls = []
 
   def counted(params, rng_key, action, embedding):
     jax.debug.callback(lambda: calls.append(1), ordered=True)
     return recurrent_fn(params, rng_key, action, embedding)
 
-  states = jnp.arange(4)
-  out = jax.jit(lambda k: policy(None, k, root_fn(states), counted, num_simulations))(
-      jax.random.PRNGKey(0))
+  params = tabular.tables(mdp)
+  out = jax.jit(lambda p, k: policy(p, k, root_fn(p, jnp.arange(4)), counted, num_simulations))(
+      params, jax.random.PRNGKey(0))
   jax.block_until_ready(out)
   jax.effects_barrier()
   return len(calls)
 
 
 def evaluate(policy, mdps, num_simulations: int, seeds: int, repeats: int = 3):
-  """Mean regret, value error and median seconds per search over MDPs and seeds."""
+  """Mean regret, value error and median seconds per search over MDPs and seeds.
+
+  MDPs must share their shape: their tables travel as `params`, so the search
+  compiles once.
+  """
+  root_fn, recurrent_fn = tabular.parametric_model(all(m.deterministic for m in mdps))
+  states = jnp.arange(mdps[0].num_states)
+  search = jax.jit(lambda params, key: policy(
+      params, key, root_fn(params, states), recurrent_fn, num_simulations))
   regrets, errors, seconds = [], [], []
   for mdp in mdps:
-    root_fn, recurrent_fn = tabular.model(mdp)
+    params = tabular.tables(mdp)
     q_star, v_star = tabular.solve(mdp)
-    states = jnp.arange(mdp.num_states)
-    root = root_fn(states)
-    search = jax.jit(lambda k, root=root, model=recurrent_fn: policy(
-        None, k, root, model, num_simulations))
-    jax.block_until_ready(search(jax.random.PRNGKey(0)))  # compile
     for seed in range(seeds):
-      out = jax.block_until_ready(search(jax.random.PRNGKey(seed)))
+      out = jax.block_until_ready(search(params, jax.random.PRNGKey(seed)))
       action = np.asarray(out.action)
       value = np.asarray(out.search_tree.node_values[:, mctx.Tree.ROOT_INDEX])
       regrets.append(np.mean(v_star - q_star[np.arange(len(action)), action]))
       errors.append(np.mean(np.abs(value - v_star)))
     for _ in range(repeats):
       start = time.perf_counter()
-      jax.block_until_ready(search(jax.random.PRNGKey(123)))
+      jax.block_until_ready(search(params, jax.random.PRNGKey(123)))
       seconds.append(time.perf_counter() - start)
   return float(np.mean(regrets)), float(np.mean(errors)), float(np.median(seconds))
 

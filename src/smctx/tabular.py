@@ -122,38 +122,63 @@ def random_mdp(seed: int, num_states: int = 200, num_actions: int = 8, *,
   return dataclasses.replace(base, prior_logits=prior_logits, values=values)
 
 
-def model(mdp: TabularMDP):
-  """mctx's `(root_fn, recurrent_fn)` for the MDP; the embedding is the state index.
+def tables(mdp: TabularMDP) -> dict:
+  """The MDP and its network as a pytree of arrays, to pass as mctx `params`.
 
-  `root_fn(states [B]) -> RootFnOutput`. `recurrent_fn` samples the successor
-  from `rng_key` when the MDP is stochastic.
+  MDPs of equal shape share one compiled search when their tables travel as
+  `params` (see `parametric_model`) instead of being baked into the model.
   """
-  log_p = jnp.log(jnp.maximum(jnp.asarray(mdp.transitions, jnp.float32), 1e-38))
-  log_p = jnp.where(jnp.asarray(mdp.transitions) > 0, log_p, -jnp.inf)
-  rewards = jnp.asarray(mdp.rewards, jnp.float32)
-  terminal = jnp.asarray(mdp.terminal)
-  logits = jnp.asarray(mdp.prior_logits, jnp.float32)
-  values = jnp.asarray(mdp.values, jnp.float32)
-  gamma = -mdp.discount if mdp.two_player else mdp.discount
-  deterministic = mdp.deterministic
+  log_p = np.where(mdp.transitions > 0, np.log(np.maximum(mdp.transitions, 1e-38)), -np.inf)
+  return {
+      "log_transitions": jnp.asarray(log_p, jnp.float32),
+      "rewards": jnp.asarray(mdp.rewards, jnp.float32),
+      "terminal": jnp.asarray(mdp.terminal),
+      "prior_logits": jnp.asarray(mdp.prior_logits, jnp.float32),
+      "values": jnp.asarray(mdp.values, jnp.float32),
+      "discount": jnp.asarray(-mdp.discount if mdp.two_player else mdp.discount, jnp.float32),
+  }
 
-  def root_fn(states):
+
+def parametric_model(deterministic: bool = False):
+  """mctx's `(root_fn, recurrent_fn)` reading the MDP from `params = tables(mdp)`.
+
+  `root_fn(params, states [B]) -> RootFnOutput`; `recurrent_fn(params, rng_key,
+  action, state)` samples the successor from `rng_key`, or, if
+  `deterministic` (every transition has one successor), takes it without
+  drawing random numbers.
+  """
+
+  def root_fn(params, states):
     states = jnp.asarray(states, jnp.int32)
-    return mctx.RootFnOutput(prior_logits=logits[states], value=values[states],
-                             embedding=states)
+    return mctx.RootFnOutput(prior_logits=params["prior_logits"][states],
+                             value=params["values"][states], embedding=states)
 
   def recurrent_fn(params, rng_key, action, state):
-    del params
+    terminal = params["terminal"]
+    log_p = params["log_transitions"][state, action]
     if deterministic:
-      next_state = jnp.argmax(log_p[state, action], axis=-1)
+      next_state = jnp.argmax(log_p, axis=-1)
     else:
-      next_state = jax.random.categorical(rng_key, log_p[state, action])
+      next_state = jax.random.categorical(rng_key, log_p)
     next_state = jnp.where(terminal[state], state, next_state).astype(jnp.int32)
-    reward = jnp.where(terminal[state], 0.0, rewards[state, action])
+    reward = jnp.where(terminal[state], 0.0, params["rewards"][state, action])
     ends = terminal[state] | terminal[next_state]
-    discount = jnp.where(ends, 0.0, gamma).astype(jnp.float32)
-    value = jnp.where(terminal[next_state], 0.0, values[next_state])
+    discount = jnp.where(ends, 0.0, params["discount"]).astype(jnp.float32)
+    value = jnp.where(terminal[next_state], 0.0, params["values"][next_state])
     return mctx.RecurrentFnOutput(reward=reward, discount=discount,
-                                  prior_logits=logits[next_state], value=value), next_state
+                                  prior_logits=params["prior_logits"][next_state],
+                                  value=value), next_state
 
   return root_fn, recurrent_fn
+
+
+def model(mdp: TabularMDP):
+  """mctx's `(root_fn, recurrent_fn)` for one MDP; the embedding is the state index.
+
+  `root_fn(states [B]) -> RootFnOutput`. `recurrent_fn` ignores its `params`
+  and samples the successor from `rng_key` when the MDP is stochastic.
+  """
+  params = tables(mdp)
+  root_fn, recurrent_fn = parametric_model(mdp.deterministic)
+  return (lambda states: root_fn(params, states),
+          lambda _, rng_key, action, state: recurrent_fn(params, rng_key, action, state))
