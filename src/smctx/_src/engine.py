@@ -161,8 +161,9 @@ def run_steps(loop_fn, num_steps: int, body: Callable, carry, batch_size: int):
 
 def run_smc(params, rng_key, recurrent_fn, particles: Particles, num_steps: int,
             config: EngineConfig, loop_fn):
-  """`num_steps` SMC depth steps from particles sitting at the root (SMC, SMCTS).
+  """`num_steps` SMC depth steps from `particles` sitting at the root (SMC, SMCTS).
 
+  Each particle's label is its root action and there is one group.
   Returns `(particles, values, StepDiagnostics [B, num_steps])`, `values`
   being the back-propagated running means `[B, num_groups, num_labels]`.
   """

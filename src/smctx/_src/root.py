@@ -16,6 +16,7 @@ import mctx
 
 from smctx._src import greedification
 from smctx._src import particles as particles_lib
+from smctx._src import segments
 from smctx._src import summary_tree
 from smctx._src.particles import Particles
 
@@ -73,6 +74,19 @@ def particles_at_root(root: PreparedRoot, num_particles: int, action, group, lab
       log_weight=jnp.zeros(shape, jnp.float32),
       group=group.astype(jnp.int32),
       label=label.astype(jnp.int32))
+
+
+def particles_taking(root: PreparedRoot, root_action) -> Particles:
+  """One group of particles at the root, each about to take (and labelled by) its root action."""
+  return particles_at_root(root, root_action.shape[1], action=root_action,
+                           group=jnp.zeros_like(root_action), label=root_action)
+
+
+def root_action_counts(root_action, num_actions: int):
+  """`(particles_per_action [B, 1, A], num_considered [B, 1])` of a one-iteration search."""
+  counts = segments.segment_sum(jnp.ones(root_action.shape, jnp.float32), root_action,
+                                num_actions)
+  return counts[:, None], jnp.sum(counts > 0, axis=-1)[:, None]
 
 
 def masked_argmax(score, invalid_actions):

@@ -9,6 +9,7 @@ and TSMCTS fix: variance growing with depth, and path degeneracy.
 from __future__ import annotations
 
 import functools
+import dataclasses
 from typing import Optional
 
 import chex
@@ -86,7 +87,7 @@ def smc_policy(
     mean return) and `search_tree.extra_data` a `SearchDiagnostics`.
   """
   del qtransform, max_num_considered_actions
-  validation.check_engine_args(
+  config = validation.engine_config(
       num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
       temperature=temperature, td_scale=td_scale, resample=resample,
       ess_threshold=ess_threshold, resampling_method=resampling_method)
@@ -100,12 +101,8 @@ def smc_policy(
   # Root actions sampled from the prior: the occupancy estimator requires it.
   root_action = jax.random.categorical(
       init_key, prepared.prior_logits[:, None, :], shape=(batch_size, n)).astype(jnp.int32)
-  particles = root_lib.particles_at_root(
-      prepared, n, action=root_action, group=jnp.zeros_like(root_action), label=root_action)
-  config = engine.EngineConfig(
-      temperature=temperature, td_scale=td_scale, resample=resample,
-      ess_threshold=ess_threshold, resampling_method=resampling_method, num_groups=1,
-      num_labels=num_actions)
+  particles = root_lib.particles_taking(prepared, root_action)
+  config = dataclasses.replace(config, num_labels=num_actions)
   particles, values, diagnostics = engine.run_smc(
       params, search_key, recurrent_fn, particles, layout.num_steps, config, loop_fn)
 
@@ -126,10 +123,8 @@ def smc_policy(
   log_target = jnp.where(action_weights > 0, jnp.log(jnp.maximum(action_weights, 1e-30)),
                          -jnp.inf)
   action = root_lib.masked_argmax(log_target + prepared.gumbel, prepared.invalid_actions)
-  initial_counts = segments.segment_sum(
-      jnp.ones((batch_size, n), jnp.float32), root_action, num_actions)
+  particles_per_action, num_considered = root_lib.root_action_counts(root_action, num_actions)
   return root_lib.policy_output(
       prepared, action=action, action_weights=action_weights, tree=tree,
-      step_diagnostics=diagnostics, particles_per_action=initial_counts[:, None],
-      num_considered=jnp.sum(initial_counts > 0, axis=-1)[:, None], depths=layout.depths,
-      num_particles=n)
+      step_diagnostics=diagnostics, particles_per_action=particles_per_action,
+      num_considered=num_considered, depths=layout.depths, num_particles=n)

@@ -9,6 +9,7 @@ weighted returns of every root action and returns the greedified policy
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import chex
@@ -20,7 +21,6 @@ from smctx._src import budget
 from smctx._src import engine
 from smctx._src import greedification
 from smctx._src import root as root_lib
-from smctx._src import segments
 from smctx._src import sequential_halving
 from smctx._src import summary_tree
 from smctx._src import validation
@@ -88,7 +88,7 @@ def smcts_policy(
     and `search_tree.extra_data` a `SearchDiagnostics`.
   """
   del max_num_considered_actions
-  validation.check_engine_args(
+  config = validation.engine_config(
       num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
       temperature=temperature, td_scale=td_scale, resample=resample,
       ess_threshold=ess_threshold, resampling_method=resampling_method)
@@ -108,12 +108,8 @@ def smcts_policy(
   sampled = jax.random.categorical(
       init_key, prepared.prior_logits[:, None, :], shape=(batch_size, n))
   root_action = jnp.where(slot < num_valid, top, sampled).astype(jnp.int32)
-  particles = root_lib.particles_at_root(
-      prepared, n, action=root_action, group=jnp.zeros_like(root_action), label=root_action)
-  config = engine.EngineConfig(
-      temperature=temperature, td_scale=td_scale, resample=resample,
-      ess_threshold=ess_threshold, resampling_method=resampling_method, num_groups=1,
-      num_labels=num_actions)
+  particles = root_lib.particles_taking(prepared, root_action)
+  config = dataclasses.replace(config, num_labels=num_actions)
   _, values, diagnostics = engine.run_smc(
       params, search_key, recurrent_fn, particles, layout.num_steps, config, loop_fn)
 
@@ -123,10 +119,8 @@ def smcts_policy(
       invalid_actions=prepared.invalid_actions)
   action = root_lib.masked_argmax(
       prepared.gumbel + prepared.prior_logits + greedified.transformed, prepared.invalid_actions)
-  initial_counts = segments.segment_sum(
-      jnp.ones((batch_size, n), jnp.float32), root_action, num_actions)
+  particles_per_action, num_considered = root_lib.root_action_counts(root_action, num_actions)
   return root_lib.policy_output(
       prepared, action=action, action_weights=greedified.policy, tree=greedified.tree,
-      step_diagnostics=diagnostics, particles_per_action=initial_counts[:, None],
-      num_considered=jnp.sum(initial_counts > 0, axis=-1)[:, None], depths=layout.depths,
-      num_particles=n)
+      step_diagnostics=diagnostics, particles_per_action=particles_per_action,
+      num_considered=num_considered, depths=layout.depths, num_particles=n)

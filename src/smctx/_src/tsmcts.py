@@ -18,6 +18,7 @@ iteration, so the model is traced once and each step is exactly one
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import chex
@@ -197,7 +198,7 @@ def tsmcts_policy(
     `node_values[:, 0]` = search value) whose `extra_data` is a
     `SearchDiagnostics`.
   """
-  validation.check_engine_args(
+  config = validation.engine_config(
       num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
       temperature=temperature, td_scale=td_scale, resample=resample,
       ess_threshold=ess_threshold, resampling_method=resampling_method)
@@ -209,10 +210,7 @@ def tsmcts_policy(
   num_iterations = len(layout.depths)
   gumbel_key, search_key = jax.random.split(rng_key)
   prepared = root_lib.prepare(gumbel_key, root, invalid_actions, gumbel_scale)
-  config = engine.EngineConfig(
-      temperature=temperature, td_scale=td_scale, resample=resample,
-      ess_threshold=ess_threshold, resampling_method=resampling_method, num_groups=m1,
-      num_labels=num_actions)
+  config = dataclasses.replace(config, num_groups=m1, num_labels=num_actions)
   is_first, is_last, iteration_of_step = _schedule(layout.depths)
   depth_of_iteration = jnp.asarray(layout.depths, jnp.float32)
   keep_after_iteration = jnp.asarray(

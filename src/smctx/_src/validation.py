@@ -47,8 +47,10 @@ def check_fraction(name: str, value) -> None:
     raise ValueError(f"{name}={value!r} is not accepted; expected a number in [0, 1].")
 
 
-def check_engine_args(*, num_simulations, num_particles, max_depth, temperature, td_scale,
-                      resample, ess_threshold, resampling_method) -> None:
+def engine_config(*, num_simulations, num_particles, max_depth, temperature, td_scale,
+                  resample, ess_threshold, resampling_method, num_groups: int = 1,
+                  num_labels: int = 1) -> engine.EngineConfig:
+  """Checks the static arguments every policy shares and returns the engine's config."""
   check_positive_int("num_simulations", num_simulations)
   check_positive_int("num_particles", num_particles, allow_none=True)
   check_positive_int("max_depth", max_depth, allow_none=True)
@@ -57,6 +59,10 @@ def check_engine_args(*, num_simulations, num_particles, max_depth, temperature,
   check_choice("resample", resample, engine.RESAMPLE_MODES)
   check_fraction("ess_threshold", ess_threshold)
   check_choice("resampling_method", resampling_method, engine.RESAMPLING_METHODS)
+  return engine.EngineConfig(
+      temperature=temperature, td_scale=td_scale, resample=resample,
+      ess_threshold=ess_threshold, resampling_method=resampling_method, num_groups=num_groups,
+      num_labels=num_labels)
 
 
 def check_root(root, invalid_actions) -> tuple[int, int]:
