@@ -20,11 +20,11 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import mctx
 import numpy as np
 
 import smctx
+from smctx import experiments
 from smctx import tabular
 
 ALGORITHMS = {
@@ -33,50 +33,6 @@ ALGORITHMS = {
     "smcts": smctx.smcts_policy,
     "tsmcts": smctx.tsmcts_policy,
 }
-
-
-def count_sequential_calls(policy, mdp, num_simulations: int) -> int:
-  """Runs one jitted search with a model that reports each call to the host."""
-  root_fn, recurrent_fn = tabular.parametric_model(mdp.deterministic)
-  calls = []
-
-  def counted(params, rng_key, action, embedding):
-    jax.debug.callback(lambda: calls.append(1), ordered=True)
-    return recurrent_fn(params, rng_key, action, embedding)
-
-  params = tabular.tables(mdp)
-  out = jax.jit(lambda p, k: policy(p, k, root_fn(p, jnp.arange(4)), counted, num_simulations))(
-      params, jax.random.PRNGKey(0))
-  jax.block_until_ready(out)
-  jax.effects_barrier()
-  return len(calls)
-
-
-def evaluate(policy, mdps, num_simulations: int, seeds: int, repeats: int = 3):
-  """Mean regret, value error and median seconds per search over MDPs and seeds.
-
-  MDPs must share their shape: their tables travel as `params`, so the search
-  compiles once.
-  """
-  root_fn, recurrent_fn = tabular.parametric_model(all(m.deterministic for m in mdps))
-  states = jnp.arange(mdps[0].num_states)
-  search = jax.jit(lambda params, key: policy(
-      params, key, root_fn(params, states), recurrent_fn, num_simulations))
-  regrets, errors, seconds = [], [], []
-  for mdp in mdps:
-    params = tabular.tables(mdp)
-    q_star, v_star = tabular.solve(mdp)
-    for seed in range(seeds):
-      out = jax.block_until_ready(search(params, jax.random.PRNGKey(seed)))
-      action = np.asarray(out.action)
-      value = np.asarray(out.search_tree.node_values[:, mctx.Tree.ROOT_INDEX])
-      regrets.append(np.mean(v_star - q_star[np.arange(len(action)), action]))
-      errors.append(np.mean(np.abs(value - v_star)))
-    for _ in range(repeats):
-      start = time.perf_counter()
-      jax.block_until_ready(search(params, jax.random.PRNGKey(123)))
-      seconds.append(time.perf_counter() - start)
-  return float(np.mean(regrets)), float(np.mean(errors)), float(np.median(seconds))
 
 
 def make_problems(num_mdps: int, num_states: int, num_actions: int):
@@ -107,10 +63,11 @@ def main(argv=None):
   started = time.perf_counter()
   for budget in args.budgets:
     for name, policy in ALGORITHMS.items():
-      regret, error, seconds = evaluate(policy, mdps, budget, args.seeds)
-      calls = count_sequential_calls(policy, mdps[0], budget)
-      print(f"{name:22s} {budget:6d} {regret:8.3f} {error:9.3f} {calls:10d} "
-            f"{1e3 * seconds:9.2f}", flush=True)
+      (row,) = experiments.regret(mdps, {name: policy}, budgets=[budget], seeds=args.seeds,
+                                  timing_repeats=3)
+      calls = experiments.sequential_calls(policy, budget)["sequential_calls"]
+      print(f"{name:22s} {budget:6d} {row['action_regret']:8.3f} {row['value_error']:9.3f} "
+            f"{calls:10d} {1e3 * row['seconds']:9.2f}", flush=True)
   print(f"({time.perf_counter() - started:.0f} s; lower regret and value error are better; "
         f"jax {jax.__version__} on {jax.devices()[0].platform})")
 

@@ -122,6 +122,48 @@ def random_mdp(seed: int, num_states: int = 200, num_actions: int = 8, *,
   return dataclasses.replace(base, prior_logits=prior_logits, values=values)
 
 
+def grid_world(size: int = 8, *, discount: float = 0.97, value_noise: float = 0.3,
+               prior_noise: float = 0.0, seed: int = 0) -> TabularMDP:
+  """A Snake-like sparse-reward grid: reward only far away, death at the walls.
+
+  States are the `size x size` cells plus two absorbing terminal states. The
+  four actions move up, down, left, right. Stepping off the grid ends the
+  episode with reward −1. Reaching the food in the corner opposite the start
+  cell (`start_state`, cell 0) ends it with reward +1. Every other step gives
+  0. The network's values are `V* + value_noise·ε` (0 at terminals), and its
+  prior is uniform plus `prior_noise·ε`.
+  """
+  rng = np.random.default_rng(seed)
+  cells = size * size
+  dead, fed = cells, cells + 1
+  num_states = cells + 2
+  food = cells - 1
+  transitions = np.zeros((num_states, 4, num_states))
+  rewards = np.zeros((num_states, 4))
+  moves = [(-1, 0), (1, 0), (0, -1), (0, 1)]
+  for cell in range(cells):
+    row, col = divmod(cell, size)
+    for a, (dr, dc) in enumerate(moves):
+      r, c = row + dr, col + dc
+      if not (0 <= r < size and 0 <= c < size):
+        transitions[cell, a, dead], rewards[cell, a] = 1.0, -1.0
+      elif r * size + c == food:
+        transitions[cell, a, fed], rewards[cell, a] = 1.0, 1.0
+      else:
+        transitions[cell, a, r * size + c] = 1.0
+  for terminal_state in (dead, fed):
+    transitions[terminal_state, :, terminal_state] = 1.0
+  terminal = np.zeros(num_states, bool)
+  terminal[[dead, fed]] = True
+  base = TabularMDP(transitions=transitions, rewards=rewards, discount=discount,
+                    terminal=terminal, prior_logits=np.zeros((num_states, 4)),
+                    values=np.zeros(num_states))
+  _, v_star = solve(base)
+  values = np.where(terminal, 0.0, v_star + value_noise * rng.normal(size=num_states))
+  prior_logits = prior_noise * rng.normal(size=(num_states, 4))
+  return dataclasses.replace(base, values=values, prior_logits=prior_logits)
+
+
 def tables(mdp: TabularMDP) -> dict:
   """The MDP and its network as a pytree of arrays, to pass as mctx `params`.
 

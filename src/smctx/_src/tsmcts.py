@@ -146,6 +146,7 @@ def tsmcts_policy(
     resample: str = "ess",
     ess_threshold: float = 0.5,
     resampling_method: str = "systematic",
+    elimination: str = "sequential_halving",
 ) -> mctx.PolicyOutput[summary_tree.SearchDiagnostics]:
   """Runs Twice Sequential Monte Carlo Tree Search; a drop-in for `mctx.gumbel_muzero_policy`.
 
@@ -188,6 +189,11 @@ def tsmcts_policy(
     resample: "ess", "always" or "never" (within each candidate's group).
     ess_threshold: a group resamples when `ESS < ess_threshold·N_group`.
     resampling_method: "systematic" or "multinomial".
+    elimination: "sequential_halving" keeps the best half of the candidates by
+      `g + logits + σ(Q̃_SH)` after each iteration; "random" keeps a uniformly
+      random half instead and picks the final action by the same score among
+      all candidates ever evaluated (an ablation of Sequential Halving's budget
+      allocation: same budget, same estimates, no selection).
 
   Returns:
     `mctx.PolicyOutput(action [B] int32, action_weights [B, A] float32,
@@ -203,12 +209,13 @@ def tsmcts_policy(
       temperature=temperature, td_scale=td_scale, resample=resample,
       ess_threshold=ess_threshold, resampling_method=resampling_method)
   validation.check_positive_int("max_num_considered_actions", max_num_considered_actions)
+  validation.check_choice("elimination", elimination, ("sequential_halving", "random"))
   batch_size, num_actions = validation.check_root(root, invalid_actions)
   layout = budget.tsmcts_layout(num_simulations, num_actions, num_particles,
                                 max_num_considered_actions, max_depth)
   n, m1 = layout.num_particles, layout.num_considered
   num_iterations = len(layout.depths)
-  gumbel_key, search_key = jax.random.split(rng_key)
+  gumbel_key, search_key, elimination_key = jax.random.split(rng_key, 3)
   prepared = root_lib.prepare(gumbel_key, root, invalid_actions, gumbel_scale)
   config = dataclasses.replace(config, num_groups=m1, num_labels=num_actions)
   is_first, is_last, iteration_of_step = _schedule(layout.depths)
@@ -252,8 +259,12 @@ def tsmcts_policy(
         num_considered=halving.num_considered.at[:, iteration].set(
             jnp.sum(count > 0, axis=-1).astype(jnp.int32)))
     score = prepared.gumbel + prepared.prior_logits + greedify_root(halving).transformed
+    if elimination == "random":
+      keep_score = jax.random.uniform(jax.random.fold_in(elimination_key, iteration), score.shape)
+    else:
+      keep_score = score
     considered = sequential_halving.top_considered(
-        score, halving.considered, keep_after_iteration[iteration])
+        keep_score, halving.considered, keep_after_iteration[iteration])
     halving = halving.replace(considered=considered)
     particles, values = fresh_start(score, considered)
     return particles, values, td_scale, first, halving
@@ -305,7 +316,12 @@ def tsmcts_policy(
   greedified = greedify_root(halving)
   # The Sequential Halving winner: the best-scored survivor of the last halving.
   score = prepared.gumbel + prepared.prior_logits + greedified.transformed
-  action = root_lib.masked_argmax(score, ~halving.considered)
+  if elimination == "random":
+    # The ablation changes only where the budget goes: the final choice still
+    # uses every estimate, over all candidates that were ever evaluated.
+    action = root_lib.masked_argmax(score, ~(halving.visits > 0))
+  else:
+    action = root_lib.masked_argmax(score, ~halving.considered)
   return root_lib.policy_output(
       prepared, action=action, action_weights=greedified.policy, tree=greedified.tree,
       step_diagnostics=diagnostics, particles_per_action=halving.particles_per_action,
