@@ -11,6 +11,7 @@ Each takes mctx's arguments and returns an `mctx.PolicyOutput`, making about
 """
 
 from smctx._src.budget import Layout
+from smctx._src.checking import checked
 from smctx._src.smc import smc_policy
 from smctx._src.smcts import smcts_policy
 from smctx._src.summary_tree import SearchDiagnostics
@@ -19,6 +20,7 @@ from smctx._src.tsmcts import tsmcts_policy
 __all__ = [
     "Layout",
     "SearchDiagnostics",
+    "checked",
     "smc_policy",
     "smcts_policy",
     "tsmcts_policy",

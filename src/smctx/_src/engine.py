@@ -21,11 +21,9 @@ import jax.numpy as jnp
 from smctx._src import backpropagation
 from smctx._src import particles as particles_lib
 from smctx._src import segments
+from smctx._src import validation
 from smctx._src.particles import ModelStep, Particles
 
-RESAMPLE_MODES = ("ess", "always", "never")
-RESAMPLING_METHODS = ("systematic", "multinomial")
-TD_SCALES = ("running", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +47,20 @@ class EngineConfig:
   resampling_method: str
   num_groups: int
   num_labels: int
+
+
+def engine_config(*, num_simulations, num_particles, max_depth, temperature, td_scale, resample,
+                  ess_threshold, resampling_method, gumbel_scale, max_num_considered_actions,
+                  num_groups: int = 1, num_labels: int = 1) -> EngineConfig:
+  """Checks the static arguments every policy shares and returns the engine's config."""
+  validation.check_static_args(
+      num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
+      temperature=temperature, td_scale=td_scale, resample=resample,
+      ess_threshold=ess_threshold, resampling_method=resampling_method,
+      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions)
+  return EngineConfig(temperature=temperature, td_scale=td_scale, resample=resample,
+                      ess_threshold=ess_threshold, resampling_method=resampling_method,
+                      num_groups=num_groups, num_labels=num_labels)
 
 
 @chex.dataclass(frozen=True)
@@ -174,7 +186,7 @@ def run_smc(params, rng_key, recurrent_fn, particles: Particles, num_steps: int,
     particles, values, td_scale = carry
     model_key, step_key = jax.random.split(jax.random.fold_in(rng_key, i))
     step = particles_lib.mutate(params, model_key, recurrent_fn, particles.action,
-                                particles.embedding)
+                                particles.embedding, particles.prior_logits.shape[-1])
     particles, values, td_scale, diag = smc_step(
         particles, values, td_scale, step, step_key, config, allow_resample=i < num_steps - 1)
     return (particles, values, td_scale), diag

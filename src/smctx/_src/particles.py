@@ -18,9 +18,9 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
-import mctx
 
 from smctx._src import segments
+from smctx._src import validation
 
 
 @chex.dataclass(frozen=True)
@@ -88,30 +88,21 @@ class ModelStep:
   nonfinite: chex.Array
 
 
-def mutate(params, rng_key, recurrent_fn, action, embedding) -> ModelStep:
+def mutate(params, rng_key, recurrent_fn, action, embedding, num_actions: int) -> ModelStep:
   """Calls `recurrent_fn` once on all `B*N` particles.
+
+  Its outputs are checked at trace time (shapes, dtypes, the next embedding's
+  structure, `num_actions` logits per particle).
 
   Non-finite model outputs are replaced (rewards/values/discounts by 0,
   logits by a very low logit) and counted, so that a NaN from the model is
   reported in the diagnostics instead of spreading into the search targets.
   """
   batch_size, num_particles = action.shape
-  output, next_embedding = recurrent_fn(
-      params, rng_key, action.reshape(-1), _flatten_particles(embedding))
-  if not isinstance(output, mctx.RecurrentFnOutput):
-    raise ValueError(
-        f"recurrent_fn must return (mctx.RecurrentFnOutput, embedding); got {type(output)}.")
-  total = batch_size * num_particles
-  for name in ("reward", "discount", "value"):
-    shape = jnp.shape(getattr(output, name))
-    if shape != (total,):
-      raise ValueError(
-          f"recurrent_fn returned {name} of shape {shape}; expected ({total},) "
-          f"(one entry per particle: batch {batch_size} x {num_particles} particles).")
-  if jnp.ndim(output.prior_logits) != 2 or jnp.shape(output.prior_logits)[0] != total:
-    raise ValueError(
-        f"recurrent_fn returned prior_logits of shape {jnp.shape(output.prior_logits)}; "
-        f"expected ({total}, num_actions).")
+  flat_embedding = _flatten_particles(embedding)
+  output, next_embedding = recurrent_fn(params, rng_key, action.reshape(-1), flat_embedding)
+  validation.check_model_output(output, next_embedding, flat_embedding,
+                                batch_size * num_particles, num_actions)
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   reward, discount, value = f32(output.reward), f32(output.discount), f32(output.value)
   logits = f32(output.prior_logits)

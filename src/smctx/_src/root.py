@@ -32,6 +32,7 @@ class PreparedRoot:
     have no valid action). no_valid_action: `[B]` bool.
   user_invalid_actions: `[B, A]` bool as given (all False if None).
   gumbel: `[B, A]` `gumbel_scale`-scaled Gumbel noise.
+  nonfinite: `[B]` bool, rows whose value or logits were NaN/inf (not `-inf`).
   """
   prior_logits: chex.Array
   value: chex.Array
@@ -40,10 +41,17 @@ class PreparedRoot:
   no_valid_action: chex.Array
   user_invalid_actions: chex.Array
   gumbel: chex.Array
+  nonfinite: chex.Array
 
 
 def prepare(rng_key, root: mctx.RootFnOutput, invalid_actions, gumbel_scale) -> PreparedRoot:
-  logits = particles_lib.sanitize_logits(jnp.asarray(root.prior_logits, jnp.float32))
+  raw_logits = jnp.asarray(root.prior_logits, jnp.float32)
+  raw_value = jnp.asarray(root.value, jnp.float32)
+  nonfinite = ~jnp.isfinite(raw_value) | jnp.any(jnp.isnan(raw_logits) | (raw_logits == jnp.inf),
+                                                  axis=-1)
+  # +inf logits become the row's maximum finite logit; NaN logits become invalid-like.
+  raw_logits = jnp.where(raw_logits == jnp.inf, jnp.finfo(jnp.float32).max, raw_logits)
+  logits = particles_lib.sanitize_logits(raw_logits)
   batch_size, num_actions = logits.shape
   if invalid_actions is None:
     user_invalid = jnp.zeros((batch_size, num_actions), bool)
@@ -51,13 +59,12 @@ def prepare(rng_key, root: mctx.RootFnOutput, invalid_actions, gumbel_scale) -> 
     user_invalid = jnp.asarray(invalid_actions).astype(bool)
   no_valid = jnp.all(user_invalid, axis=-1)
   invalid = user_invalid & ~no_valid[:, None]
-  value = jnp.asarray(root.value, jnp.float32)
-  value = jnp.where(jnp.isfinite(value), value, 0.0)
+  value = jnp.where(jnp.isfinite(raw_value), raw_value, 0.0)
   gumbel = gumbel_scale * jax.random.gumbel(rng_key, (batch_size, num_actions), jnp.float32)
   return PreparedRoot(
       prior_logits=greedification.mask_logits(logits, invalid), value=value,
       embedding=root.embedding, invalid_actions=invalid, no_valid_action=no_valid,
-      user_invalid_actions=user_invalid, gumbel=gumbel)
+      user_invalid_actions=user_invalid, gumbel=gumbel, nonfinite=nonfinite)
 
 
 def particles_at_root(root: PreparedRoot, num_particles: int, action, group, label) -> Particles:
@@ -116,6 +123,7 @@ def policy_output(root: PreparedRoot, *, action, action_weights, tree: mctx.Tree
       num_particles=full(num_particles),
       num_evaluations=full(num_evaluations),
       nonfinite_model_outputs=jnp.sum(step_diagnostics.nonfinite, axis=-1).astype(jnp.int32),
-      no_valid_action=root.no_valid_action)
+      no_valid_action=root.no_valid_action,
+      nonfinite_root=root.nonfinite)
   tree = tree.replace(extra_data=diagnostics, root_invalid_actions=root.user_invalid_actions)
   return mctx.PolicyOutput(action=action, action_weights=action_weights, search_tree=tree)

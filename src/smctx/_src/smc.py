@@ -86,11 +86,12 @@ def smc_policy(
     per action (visits = final particles per root action, Q = their weighted
     mean return) and `search_tree.extra_data` a `SearchDiagnostics`.
   """
-  del qtransform, max_num_considered_actions
-  config = validation.engine_config(
+  del qtransform  # SMC's target is an occupancy, not a greedified Q.
+  config = engine.engine_config(
       num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
       temperature=temperature, td_scale=td_scale, resample=resample,
-      ess_threshold=ess_threshold, resampling_method=resampling_method)
+      ess_threshold=ess_threshold, resampling_method=resampling_method,
+      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions)
   batch_size, num_actions = validation.check_root(root, invalid_actions)
   layout = budget.smc_layout(num_simulations, num_actions, num_particles, max_depth,
                              assign_without_replacement=False)

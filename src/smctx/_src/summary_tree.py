@@ -45,6 +45,9 @@ class SearchDiagnostics:
     a NaN/inf (replaced by finite values; never propagated to the targets).
   no_valid_action: `[B]` bool, rows where every action was invalid
     (`action_weights` is all zeros and `action` is 0 there).
+  nonfinite_root: `[B]` bool, rows whose `root.value` was NaN/inf or whose
+    `root.prior_logits` held a NaN or `+inf` (searched with finite
+    replacements: value 0, NaN logits as invalid, `+inf` as the maximum).
   """
   ess: chex.Array
   distinct_actions: chex.Array
@@ -57,6 +60,7 @@ class SearchDiagnostics:
   num_evaluations: chex.Array
   nonfinite_model_outputs: chex.Array
   no_valid_action: chex.Array
+  nonfinite_root: chex.Array
 
 
 def root_tree(*, prior_logits: chex.Array, raw_value: chex.Array, qvalues: chex.Array,

@@ -204,12 +204,12 @@ def tsmcts_policy(
     `node_values[:, 0]` = search value) whose `extra_data` is a
     `SearchDiagnostics`.
   """
-  config = validation.engine_config(
+  config = engine.engine_config(
       num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
       temperature=temperature, td_scale=td_scale, resample=resample,
-      ess_threshold=ess_threshold, resampling_method=resampling_method)
-  validation.check_positive_int("max_num_considered_actions", max_num_considered_actions)
-  validation.check_choice("elimination", elimination, ("sequential_halving", "random"))
+      ess_threshold=ess_threshold, resampling_method=resampling_method,
+      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions)
+  validation.check_choice("elimination", elimination, validation.ELIMINATIONS)
   batch_size, num_actions = validation.check_root(root, invalid_actions)
   layout = budget.tsmcts_layout(num_simulations, num_actions, num_particles,
                                 max_num_considered_actions, max_depth)
@@ -273,7 +273,7 @@ def tsmcts_policy(
     particles, values, td_scale, first, halving = carry
     model_key, step_key = jax.random.split(jax.random.fold_in(search_key, i))
     step = particles_lib.mutate(params, model_key, recurrent_fn, particles.action,
-                                particles.embedding)
+                                particles.embedding, particles.prior_logits.shape[-1])
 
     def root_step(_):
       rerooted, record = _reroot(particles, step, step_key, m1)

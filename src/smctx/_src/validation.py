@@ -12,7 +12,10 @@ import jax
 import jax.numpy as jnp
 import mctx
 
-from smctx._src import engine
+RESAMPLE_MODES = ("ess", "always", "never")
+RESAMPLING_METHODS = ("systematic", "multinomial")
+TD_SCALES = ("running", "none")
+ELIMINATIONS = ("sequential_halving", "random")
 
 
 def _is_int(x) -> bool:
@@ -47,28 +50,42 @@ def check_fraction(name: str, value) -> None:
     raise ValueError(f"{name}={value!r} is not accepted; expected a number in [0, 1].")
 
 
-def engine_config(*, num_simulations, num_particles, max_depth, temperature, td_scale,
-                  resample, ess_threshold, resampling_method, num_groups: int = 1,
-                  num_labels: int = 1) -> engine.EngineConfig:
-  """Checks the static arguments every policy shares and returns the engine's config."""
+def check_nonnegative_number(name: str, value) -> None:
+  """Rejects a negative or non-finite Python number; traced values pass."""
+  if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer) and value.ndim == 0:
+    value = float(value)
+  if isinstance(value, numbers.Real) and not (0 <= value < float("inf")):
+    raise ValueError(f"{name}={value!r} is not accepted; expected a finite number >= 0.")
+
+
+def check_static_args(*, num_simulations, num_particles, max_depth, temperature, td_scale,
+                      resample, ess_threshold, resampling_method, gumbel_scale,
+                      max_num_considered_actions) -> None:
+  """Checks the static arguments every policy shares."""
   check_positive_int("num_simulations", num_simulations)
   check_positive_int("num_particles", num_particles, allow_none=True)
   check_positive_int("max_depth", max_depth, allow_none=True)
+  check_positive_int("max_num_considered_actions", max_num_considered_actions)
   check_positive_number("temperature", temperature)
-  check_choice("td_scale", td_scale, engine.TD_SCALES)
-  check_choice("resample", resample, engine.RESAMPLE_MODES)
+  check_nonnegative_number("gumbel_scale", gumbel_scale)
+  check_choice("td_scale", td_scale, TD_SCALES)
+  check_choice("resample", resample, RESAMPLE_MODES)
   check_fraction("ess_threshold", ess_threshold)
-  check_choice("resampling_method", resampling_method, engine.RESAMPLING_METHODS)
-  return engine.EngineConfig(
-      temperature=temperature, td_scale=td_scale, resample=resample,
-      ess_threshold=ess_threshold, resampling_method=resampling_method, num_groups=num_groups,
-      num_labels=num_labels)
+  check_choice("resampling_method", resampling_method, RESAMPLING_METHODS)
+
+
+def _is_float_dtype(x) -> bool:
+  return jnp.issubdtype(jnp.result_type(x), jnp.floating)
 
 
 def check_root(root, invalid_actions) -> tuple[int, int]:
   """Checks the root's shapes; returns `(batch_size, num_actions)`."""
   if not isinstance(root, mctx.RootFnOutput):
     raise ValueError(f"root must be an mctx.RootFnOutput; got {type(root).__name__}.")
+  for name in ("prior_logits", "value"):
+    if not _is_float_dtype(getattr(root, name)):
+      raise ValueError(f"root.{name} has dtype {jnp.result_type(getattr(root, name))}; "
+                       "expected a floating dtype (float16, bfloat16, float32 or float64).")
   logits_shape = jnp.shape(root.prior_logits)
   if len(logits_shape) != 2:
     raise ValueError(
@@ -85,8 +102,53 @@ def check_root(root, invalid_actions) -> tuple[int, int]:
       raise ValueError(
           f"root.embedding has a leaf of shape {jnp.shape(leaf)}; every leaf needs the batch "
           f"size {batch_size} as its leading axis.")
-  if invalid_actions is not None and jnp.shape(invalid_actions) != logits_shape:
-    raise ValueError(
-        f"invalid_actions has shape {jnp.shape(invalid_actions)}; expected {logits_shape} "
-        "(the shape of root.prior_logits).")
+  if invalid_actions is not None:
+    if jnp.shape(invalid_actions) != logits_shape:
+      raise ValueError(
+          f"invalid_actions has shape {jnp.shape(invalid_actions)}; expected {logits_shape} "
+          "(the shape of root.prior_logits).")
+    dtype = jnp.result_type(invalid_actions)
+    if not (jnp.issubdtype(dtype, jnp.bool_) or jnp.issubdtype(dtype, jnp.integer)):
+      raise ValueError(f"invalid_actions has dtype {dtype}; expected bool or an integer dtype "
+                       "(nonzero/True marks an invalid action).")
   return batch_size, num_actions
+
+
+def check_model_output(output, next_embedding, embedding, num_evaluations: int,
+                       num_actions: int) -> None:
+  """Checks what `recurrent_fn` returned for `num_evaluations` flattened particles."""
+  if not isinstance(output, mctx.RecurrentFnOutput):
+    raise ValueError("recurrent_fn must return (mctx.RecurrentFnOutput, next_embedding); "
+                     f"its first output is a {type(output).__name__}.")
+  for name in ("reward", "discount", "value"):
+    x = getattr(output, name)
+    if jnp.shape(x) != (num_evaluations,):
+      raise ValueError(
+          f"recurrent_fn returned {name} of shape {jnp.shape(x)}; expected ({num_evaluations},), "
+          "one entry per action it was given.")
+    if not _is_float_dtype(x):
+      raise ValueError(f"recurrent_fn returned {name} of dtype {jnp.result_type(x)}; "
+                       "expected a floating dtype.")
+  expected = (num_evaluations, num_actions)
+  if jnp.shape(output.prior_logits) != expected:
+    raise ValueError(
+        f"recurrent_fn returned prior_logits of shape {jnp.shape(output.prior_logits)}; "
+        f"expected {expected}: one row per action it was given, with num_actions = "
+        f"{num_actions} as in root.prior_logits.")
+  if not _is_float_dtype(output.prior_logits):
+    raise ValueError(f"recurrent_fn returned prior_logits of dtype "
+                     f"{jnp.result_type(output.prior_logits)}; expected a floating dtype.")
+  given = jax.tree_util.tree_structure(embedding)
+  got = jax.tree_util.tree_structure(next_embedding)
+  if given != got:
+    raise ValueError(f"recurrent_fn returned a next embedding with structure {got}; expected "
+                     f"the structure of the embedding it was given, {given}.")
+  for x, y in zip(jax.tree_util.tree_leaves(embedding), jax.tree_util.tree_leaves(next_embedding),
+                  strict=True):
+    if jnp.shape(x) != jnp.shape(y) or jnp.result_type(x) != jnp.result_type(y):
+      raise ValueError(
+          f"recurrent_fn returned a next-embedding leaf of shape {jnp.shape(y)} and dtype "
+          f"{jnp.result_type(y)}; expected shape {jnp.shape(x)} and dtype "
+          f"{jnp.result_type(x)}, as the embedding it was given (root.embedding with the "
+          "batch axis flattened with the particles).")
+
