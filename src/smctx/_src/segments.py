@@ -1,9 +1,13 @@
 """Per-root segment reductions over the particle axis.
 
-Particles of one root are summed (or maxed) into segments — root actions,
-resampling groups, or (group, second action) pairs — with one scatter per call
-instead of a `[B, N, num_segments]` one-hot, so that the cost stays
-`O(B·N + B·num_segments)` when the number of actions is large.
+Particles of one root are summed (or maxed) into segments: root actions,
+resampling groups, or (group, second action) pairs.
+
+Sums are masked dense reductions over `[B, N, num_segments]`, not scatter-adds.
+A scatter-add on GPU accumulates with atomics in a run-dependent order, so the
+same key would not give bit-identical searches there (measured: 5 determinism
+tests failed on an H100 with scatter-adds). A reduction has a fixed order, and
+XLA fuses the mask into it. Maxima are order-independent and stay scatters.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ def segment_sum(data: chex.Array, segment_ids: chex.Array, num_segments: int,
 
   With `gather` (for `[B, N]` data only), each particle's segment total `[B, N]`.
   """
-  out = jax.vmap(lambda d, s: jax.ops.segment_sum(d, s, num_segments))(data, segment_ids)
+  member = segment_ids[:, :, None] == jnp.arange(num_segments)  # [B, N, S]
+  member = member.reshape(member.shape + (1,) * (data.ndim - 2))
+  out = jnp.sum(jnp.where(member, data[:, :, None], 0), axis=1)  # [B, S, ...]
   return jnp.take_along_axis(out, segment_ids, axis=1) if gather else out
 
 
