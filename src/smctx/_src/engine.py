@@ -149,11 +149,41 @@ def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scal
   return particles, values, td_scale, diagnostics
 
 
-def run_steps(loop_fn, num_steps: int, body: Callable, carry, batch_size: int):
+def _varying_axes(x) -> frozenset:
+  """Mesh axes a value varies over inside `shard_map` (empty outside)."""
+  aval = jax.typeof(x)
+  manual = getattr(aval, "manual_axis_type", None)
+  if manual is not None:
+    return frozenset(manual.varying)
+  return frozenset(getattr(aval, "vma", ()))
+
+
+def match_varying(tree, *references):
+  """Casts every leaf of `tree` to vary over the mesh axes any leaf (or reference) varies over.
+
+  Inside `shard_map`, a loop carry or `lax.cond` branch built from constants
+  (zeros, fixed diagnostics) does not vary over the mesh axis, while the
+  values computed from the sharded roots do; JAX rejects the mismatch. Outside
+  `shard_map` this is the identity.
+  """
+  leaves = jax.tree_util.tree_leaves((tree, references))
+  axes = frozenset().union(*(_varying_axes(x) for x in leaves)) if leaves else frozenset()
+  if not axes:
+    return tree
+
+  def cast(x):
+    missing = axes - _varying_axes(x)
+    return jax.lax.pcast(x, tuple(sorted(missing)), to="varying") if missing else x
+
+  return jax.tree_util.tree_map(cast, tree)
+
+
+def run_steps(loop_fn, num_steps: int, body: Callable, carry, batch_size: int, reference=()):
   """Runs `carry, diag = body(i, carry)` for `i < num_steps` with `loop_fn`.
 
   Returns `(carry, diagnostics)` where each diagnostics field is stacked to
-  `[B, num_steps]`.
+  `[B, num_steps]`. `reference`: inputs of the body (e.g. the rng key) whose
+  mesh variance the carry must share inside `shard_map`.
   """
   buffers = StepDiagnostics(
       ess=jnp.zeros((batch_size, num_steps), jnp.float32),
@@ -168,7 +198,7 @@ def run_steps(loop_fn, num_steps: int, body: Callable, carry, batch_size: int):
     buffers = jax.tree_util.tree_map(lambda b, x: b.at[:, i].set(x.astype(b.dtype)), buffers, diag)
     return carry, buffers
 
-  return loop_fn(0, num_steps, loop_body, (carry, buffers))
+  return loop_fn(0, num_steps, loop_body, match_varying((carry, buffers), reference))
 
 
 def run_smc(params, rng_key, recurrent_fn, particles: Particles, num_steps: int,
@@ -192,5 +222,6 @@ def run_smc(params, rng_key, recurrent_fn, particles: Particles, num_steps: int,
     return (particles, values, td_scale), diag
 
   (particles, values, _), diagnostics = run_steps(
-      loop_fn, num_steps, body, (particles, values, TDScale.zeros(batch_size)), batch_size)
+      loop_fn, num_steps, body, (particles, values, TDScale.zeros(batch_size)), batch_size,
+      reference=(params, rng_key))
   return particles, values, diagnostics

@@ -267,7 +267,7 @@ def tsmcts_policy(
         keep_score, halving.considered, keep_after_iteration[iteration])
     halving = halving.replace(considered=considered)
     particles, values = fresh_start(score, considered)
-    return particles, values, td_scale, first, halving
+    return engine.match_varying((particles, values, td_scale, first, halving), carry)
 
   def body(i, carry):
     particles, values, td_scale, first, halving = carry
@@ -282,12 +282,12 @@ def tsmcts_policy(
           distinct_actions=engine.distinct_labels_per_group(rerooted, m1, num_actions),
           resampled=jnp.zeros((batch_size,), bool),
           num_resamples=jnp.zeros((batch_size,), jnp.int32), nonfinite=step.nonfinite)
-      return rerooted, values, td_scale, record, diag
+      return engine.match_varying((rerooted, values, td_scale, record, diag), carry, step)
 
     def inner_step(_):
       p, v, td, diag = engine.smc_step(particles, values, td_scale, step, step_key, config,
                                        allow_resample=~is_last[i])
-      return p, v, td, first, diag
+      return engine.match_varying((p, v, td, first, diag), carry, step)
 
     particles, values, td_scale, first, diag = jax.lax.cond(
         is_first[i], root_step, inner_step, None)
@@ -311,7 +311,7 @@ def tsmcts_policy(
                    pooled_value=jnp.zeros((batch_size, m1), jnp.float32))
   carry = (particles, values, engine.TDScale.zeros(batch_size), first, halving)
   (_, _, _, _, halving), diagnostics = engine.run_steps(
-      loop_fn, layout.num_steps, body, carry, batch_size)
+      loop_fn, layout.num_steps, body, carry, batch_size, reference=(params, search_key))
 
   greedified = greedify_root(halving)
   # The Sequential Halving winner: the best-scored survivor of the last halving.
