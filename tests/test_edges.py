@@ -197,3 +197,16 @@ def test_checked_mode_raises_on_data_problems_and_passes_clean_data(policy):
                       32)
   error.throw()  # clean data: no error
   assert out.action.shape == (B,)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_only_valid_action_with_minus_inf_prior_is_still_chosen(policy):
+  # Found by the large hypothesis profile: masking must keep a valid action with
+  # prior logit −inf above the invalid ones, or SMC samples only invalid actions.
+  logits = jnp.zeros((B, A)).at[:, 4].set(-jnp.inf)
+  invalid = jnp.ones((B, A), bool).at[:, 4].set(False)
+  out = _search(policy, _root(logits), _model(jnp.arange(A, dtype=jnp.float32)),
+                invalid_actions=invalid)
+  _assert_well_formed(out, invalid)
+  np.testing.assert_array_equal(np.asarray(out.action), 4)
+  np.testing.assert_allclose(np.asarray(out.action_weights)[:, 4], 1.0, atol=1e-6)

@@ -51,7 +51,11 @@ def prepare(rng_key, root: mctx.RootFnOutput, invalid_actions, gumbel_scale) -> 
                                                   axis=-1)
   # +inf logits become the row's maximum finite logit; NaN logits become invalid-like.
   raw_logits = jnp.where(raw_logits == jnp.inf, jnp.finfo(jnp.float32).max, raw_logits)
-  logits = particles_lib.sanitize_logits(raw_logits)
+  # Every action's logit stays above the invalid actions' minimum, so a valid
+  # action whose prior is 0 (logit −inf) still outranks every invalid one: a row
+  # whose only valid action has logit −inf must still search and choose it.
+  logits = jnp.maximum(particles_lib.sanitize_logits(raw_logits),
+                       0.5 * jnp.finfo(jnp.float32).min)
   batch_size, num_actions = logits.shape
   if invalid_actions is None:
     user_invalid = jnp.zeros((batch_size, num_actions), bool)
