@@ -1,6 +1,7 @@
 """The paper's search-level claims (`algorithms.md` section 7) as checks.
 
-Problems and sizes are those of `benchmarks/claims.py --quick`; the numbers in
+Problems are those of `benchmarks/claims.py` (same sizes as `--quick`, except that
+the regret checks use 4 MDPs where the quick benchmark uses 2); the numbers in
 the README's "Reproducing the paper" section come from these runs. Claims that
 did not reproduce are kept as recorded measurements whose assertions check
 only what is true and able to fail (e.g. every variant improves on the prior).
