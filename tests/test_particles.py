@@ -71,7 +71,7 @@ def _particles(label, group, log_weight, returns):
   b, n = label.shape
   z = jnp.zeros((b, n), jnp.float32)
   return particles_lib.Particles(
-      embedding=z, action=jnp.asarray(label, jnp.int32), prior_logits=jnp.zeros((b, n, 3)),
+      embedding=z, action=jnp.asarray(label, jnp.int32), policy=jnp.zeros((b, n, 3)),
       value=z, returns=jnp.asarray(returns, jnp.float32), discount_product=z,
       log_weight=jnp.asarray(log_weight, jnp.float32), group=jnp.asarray(group, jnp.int32),
       label=jnp.asarray(label, jnp.int32))

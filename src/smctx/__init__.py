@@ -8,19 +8,36 @@ Drop-in replacements for `mctx.gumbel_muzero_policy`:
 
 Each takes mctx's arguments and returns an `mctx.PolicyOutput`, making about
 `num_simulations // num_particles` sequential `recurrent_fn` calls.
+
+For continuous or sampled actions, `smctx.sampled_tsmcts_policy`,
+`smctx.sampled_smcts_policy` and `smctx.sampled_smc_policy` search over
+candidate actions given at the root (`smctx.SampledRootFnOutput`), with a model
+returning `smctx.SampledRecurrentFnOutput`, on the same particle engine.
 """
 
+from smctx._src.actions import SampledPolicyOutput
+from smctx._src.actions import SampledRecurrentFnOutput
+from smctx._src.actions import SampledRootFnOutput
 from smctx._src.budget import Layout
 from smctx._src.checking import checked
 from smctx._src.smc import smc_policy
+from smctx._src.sampled import sampled_smc_policy
+from smctx._src.sampled import sampled_smcts_policy
+from smctx._src.sampled import sampled_tsmcts_policy
 from smctx._src.smcts import smcts_policy
 from smctx._src.summary_tree import SearchDiagnostics
 from smctx._src.tsmcts import tsmcts_policy
 
 __all__ = [
     "Layout",
+    "SampledPolicyOutput",
+    "SampledRecurrentFnOutput",
+    "SampledRootFnOutput",
     "SearchDiagnostics",
     "checked",
+    "sampled_smc_policy",
+    "sampled_smcts_policy",
+    "sampled_tsmcts_policy",
     "smc_policy",
     "smcts_policy",
     "tsmcts_policy",

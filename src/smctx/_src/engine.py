@@ -99,8 +99,10 @@ def distinct_labels_per_group(particles: Particles, num_groups: int, num_labels:
 
 def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scale: TDScale,
              step: ModelStep, rng_key: chex.PRNGKey, config: EngineConfig,
-             allow_resample: chex.Array):
+             allow_resample: chex.Array, model):
   """One depth step after the model call `step`.
+
+  `model` (an action model, `actions.py`) draws every particle's next action.
 
   Returns `(particles, values, td_scale, StepDiagnostics)`. Resampling is
   skipped where `allow_resample` is False (the last step of an SMC run:
@@ -138,8 +140,7 @@ def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scal
       log_weight=jnp.where(particle_resamples, 0.0, resampled.log_weight))
   # Next action of every particle, drawn after resampling so that copies of a
   # particle explore independently.
-  particles = particles.replace(
-      action=particles_lib.sample_actions(action_key, particles.prior_logits))
+  particles = particles.replace(action=model.sample(action_key, particles.policy))
   diagnostics = StepDiagnostics(
       ess=jnp.sum(ess, axis=-1),
       distinct_actions=distinct_labels_per_group(particles, config.num_groups, config.num_labels),
@@ -201,9 +202,11 @@ def run_steps(loop_fn, num_steps: int, body: Callable, carry, batch_size: int, r
   return loop_fn(0, num_steps, loop_body, match_varying((carry, buffers), reference))
 
 
-def run_smc(params, rng_key, recurrent_fn, particles: Particles, num_steps: int,
+def run_smc(params, rng_key, model, particles: Particles, num_steps: int,
             config: EngineConfig, loop_fn):
   """`num_steps` SMC depth steps from `particles` sitting at the root (SMC, SMCTS).
+
+  `model` is an action model (`actions.py`) wrapping the user's `recurrent_fn`.
 
   Each particle's label is its root action and there is one group.
   Returns `(particles, values, StepDiagnostics [B, num_steps])`, `values`
@@ -215,10 +218,10 @@ def run_smc(params, rng_key, recurrent_fn, particles: Particles, num_steps: int,
   def body(i, carry):
     particles, values, td_scale = carry
     model_key, step_key = jax.random.split(jax.random.fold_in(rng_key, i))
-    step = particles_lib.mutate(params, model_key, recurrent_fn, particles.action,
-                                particles.embedding, particles.prior_logits.shape[-1])
+    step = particles_lib.mutate(params, model_key, model, particles.action, particles.embedding)
     particles, values, td_scale, diag = smc_step(
-        particles, values, td_scale, step, step_key, config, allow_resample=i < num_steps - 1)
+        particles, values, td_scale, step, step_key, config, allow_resample=i < num_steps - 1,
+        model=model)
     return (particles, values, td_scale), diag
 
   (particles, values, _), diagnostics = run_steps(

@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 
 from smctx._src import segments
-from smctx._src import validation
 
 
 @chex.dataclass(frozen=True)
@@ -28,8 +27,11 @@ class Particles:
   """The particle system of a batch of searches.
 
   embedding: `[B, N, ...]` model state of each particle.
-  action: `[B, N]` int32, the action the particle takes at the next step.
-  prior_logits: `[B, N, A]` prior logits at the particle's current state.
+  action: the action the particle takes at the next step: `[B, N]` int32 for
+    discrete actions, any pytree of `[B, N, ...]` arrays for sampled ones.
+  policy: the policy at the particle's current state, from which its next
+    action is drawn: prior logits `[B, N, A]` for discrete actions, the model's
+    `policy` pytree `[B, N, ...]` for sampled ones.
   value: `[B, N]` network value of the particle's current state, from the
     point of view of the player to move there.
   returns: `[B, N]` discounted reward sum `G` since the search root, from the
@@ -42,8 +44,8 @@ class Particles:
     root action for SMC/SMCTS, the second action for TSMCTS).
   """
   embedding: chex.ArrayTree
-  action: chex.Array
-  prior_logits: chex.Array
+  action: chex.ArrayTree
+  policy: chex.ArrayTree
   value: chex.Array
   returns: chex.Array
   discount_product: chex.Array
@@ -63,11 +65,13 @@ def broadcast_to_particles(tree: chex.ArrayTree, num_particles: int) -> chex.Arr
       lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], num_particles) + x.shape[1:]), tree)
 
 
-def _flatten_particles(tree):
+def flatten_particles(tree):
+  """`[B, N, ...]` -> `[B*N, ...]`, the batch the user's functions see."""
   return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
 
 
-def _unflatten_particles(tree, batch_size, num_particles):
+def unflatten_particles(tree, batch_size: int, num_particles: int):
+  """`[B*N, ...]` -> `[B, N, ...]`."""
   return jax.tree_util.tree_map(
       lambda x: x.reshape((batch_size, num_particles) + x.shape[1:]), tree)
 
@@ -76,50 +80,47 @@ def _unflatten_particles(tree, batch_size, num_particles):
 class ModelStep:
   """One `recurrent_fn` evaluation of every particle, sanitised.
 
-  reward, discount, value: `[B, N]` float32; prior_logits: `[B, N, A]`;
+  reward, discount, value: `[B, N]` float32; policy: the policy at the
+  successor, `[B, N, ...]` (prior logits `[B, N, A]` for discrete actions);
   embedding: `[B, N, ...]`; nonfinite: `[B]` int32, the number of particles
   whose model output had a NaN or infinity (replaced by finite values).
   """
   reward: chex.Array
   discount: chex.Array
   value: chex.Array
-  prior_logits: chex.Array
+  policy: chex.ArrayTree
   embedding: chex.ArrayTree
   nonfinite: chex.Array
 
 
-def mutate(params, rng_key, recurrent_fn, action, embedding, num_actions: int) -> ModelStep:
-  """Calls `recurrent_fn` once on all `B*N` particles.
+def mutate(params, rng_key, model, action, embedding) -> ModelStep:
+  """Calls the model once on all `B*N` particles.
 
-  Its outputs are checked at trace time (shapes, dtypes, the next embedding's
-  structure, `num_actions` logits per particle).
+  `model` is an action model (`smctx._src.actions`): it calls the user's
+  `recurrent_fn` on the flattened particles, checks its outputs at trace time
+  and sanitises the policy it returns.
 
-  Non-finite model outputs are replaced (rewards/values/discounts by 0,
-  logits by a very low logit) and counted, so that a NaN from the model is
-  reported in the diagnostics instead of spreading into the search targets.
+  Non-finite rewards, values and discounts are replaced by 0 and counted, so
+  that a NaN from the model is reported in the diagnostics instead of
+  spreading into the search targets.
   """
-  batch_size, num_particles = action.shape
-  flat_embedding = _flatten_particles(embedding)
-  output, next_embedding = recurrent_fn(params, rng_key, action.reshape(-1), flat_embedding)
-  validation.check_model_output(output, next_embedding, flat_embedding,
-                                batch_size * num_particles, num_actions)
+  batch_size, num_particles = jax.tree_util.tree_leaves(action)[0].shape[:2]
+  output = model.call(params, rng_key, flatten_particles(action),
+                      flatten_particles(embedding))
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   reward, discount, value = f32(output.reward), f32(output.discount), f32(output.value)
-  logits = f32(output.prior_logits)
-  bad = ~(jnp.isfinite(reward) & jnp.isfinite(discount) & jnp.isfinite(value)
-          & jnp.all(~jnp.isnan(logits), axis=-1))
+  bad = ~(jnp.isfinite(reward) & jnp.isfinite(discount) & jnp.isfinite(value)) | output.bad_policy
   reward = jnp.where(jnp.isfinite(reward), reward, 0.0)
   discount = jnp.where(jnp.isfinite(discount), discount, 0.0)
   value = jnp.where(jnp.isfinite(value), value, 0.0)
-  logits = jnp.where(jnp.isnan(logits), -jnp.inf, logits)
-  logits = sanitize_logits(logits)
   shape = (batch_size, num_particles)
+  unflatten = lambda tree: unflatten_particles(tree, batch_size, num_particles)
   return ModelStep(
       reward=reward.reshape(shape),
       discount=discount.reshape(shape),
       value=value.reshape(shape),
-      prior_logits=logits.reshape(shape + logits.shape[-1:]),
-      embedding=_unflatten_particles(next_embedding, batch_size, num_particles),
+      policy=unflatten(output.policy),
+      embedding=unflatten(output.next_embedding),
       nonfinite=jnp.sum(bad.reshape(shape), axis=-1).astype(jnp.int32))
 
 
@@ -150,7 +151,7 @@ def advance(particles: Particles, step: ModelStep, log_weight_increment) -> Part
   """Moves every particle to its successor and backs its return up along it."""
   return particles.replace(
       embedding=step.embedding,
-      prior_logits=step.prior_logits,
+      policy=step.policy,
       value=step.value,
       returns=particles.returns + particles.discount_product * step.reward,
       discount_product=particles.discount_product * step.discount,
@@ -219,3 +220,4 @@ def take_particles(particles: Particles, ancestors: chex.Array) -> Particles:
 def sample_actions(rng_key, prior_logits: chex.Array) -> chex.Array:
   """`a ~ Categorical(prior_logits)` for every particle, `[B, N]` int32."""
   return jax.random.categorical(rng_key, prior_logits).astype(jnp.int32)
+

@@ -71,14 +71,20 @@ def prepare(rng_key, root: mctx.RootFnOutput, invalid_actions, gumbel_scale) -> 
       user_invalid_actions=user_invalid, gumbel=gumbel, nonfinite=nonfinite)
 
 
-def particles_at_root(root: PreparedRoot, num_particles: int, action, group, label) -> Particles:
-  """`N` particles per root sitting at the root state, about to take `action`."""
+def particles_at_root(root: PreparedRoot, model, num_particles: int, root_action, group, label,
+                      params=None, rng_key=None) -> Particles:
+  """`N` particles per root sitting at the root state, about to take `root_action [B, N]`.
+
+  `model` (an action model, `actions.py`) turns root action indices into
+  actions; `params` and `rng_key` only serve to find the structure of a
+  sampled model's policy.
+  """
   batch_size = root.value.shape[0]
   shape = (batch_size, num_particles)
   return Particles(
       embedding=particles_lib.broadcast_to_particles(root.embedding, num_particles),
-      action=action.astype(jnp.int32),
-      prior_logits=particles_lib.broadcast_to_particles(root.prior_logits, num_particles),
+      action=model.root_actions(root_action),
+      policy=model.root_policy(root.prior_logits, num_particles, params, rng_key, root.embedding),
       value=jnp.broadcast_to(root.value[:, None], shape),
       returns=jnp.zeros(shape, jnp.float32),
       discount_product=jnp.ones(shape, jnp.float32),
@@ -87,10 +93,12 @@ def particles_at_root(root: PreparedRoot, num_particles: int, action, group, lab
       label=label.astype(jnp.int32))
 
 
-def particles_taking(root: PreparedRoot, root_action) -> Particles:
+def particles_taking(root: PreparedRoot, model, root_action, params=None,
+                     rng_key=None) -> Particles:
   """One group of particles at the root, each about to take (and labelled by) its root action."""
-  return particles_at_root(root, root_action.shape[1], action=root_action,
-                           group=jnp.zeros_like(root_action), label=root_action)
+  return particles_at_root(root, model, root_action.shape[1], root_action,
+                           group=jnp.zeros_like(root_action), label=root_action, params=params,
+                           rng_key=rng_key)
 
 
 def root_action_counts(root_action, num_actions: int):

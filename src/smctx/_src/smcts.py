@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import mctx
 
+from smctx._src import actions
 from smctx._src import budget
 from smctx._src import engine
 from smctx._src import greedification
@@ -93,6 +94,7 @@ def smcts_policy(
       ess_threshold=ess_threshold, resampling_method=resampling_method,
       gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions)
   batch_size, num_actions = validation.check_root(root, invalid_actions)
+  model = actions.as_action_model(recurrent_fn, num_actions)
   layout = budget.smc_layout(num_simulations, num_actions, num_particles, max_depth,
                              assign_without_replacement=True)
   n = layout.num_particles
@@ -108,10 +110,10 @@ def smcts_policy(
   sampled = jax.random.categorical(
       init_key, prepared.prior_logits[:, None, :], shape=(batch_size, n))
   root_action = jnp.where(slot < num_valid, top, sampled).astype(jnp.int32)
-  particles = root_lib.particles_taking(prepared, root_action)
+  particles = root_lib.particles_taking(prepared, model, root_action, params, init_key)
   config = dataclasses.replace(config, num_labels=num_actions)
   _, values, diagnostics = engine.run_smc(
-      params, search_key, recurrent_fn, particles, layout.num_steps, config, loop_fn)
+      params, search_key, model, particles, layout.num_steps, config, loop_fn)
 
   greedified = greedification.greedify(
       prior_logits=prepared.prior_logits, raw_value=prepared.value,

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import mctx
 import numpy as np
 
+from smctx._src import actions
 from smctx._src import backpropagation
 from smctx._src import budget
 from smctx._src import engine
@@ -87,24 +88,29 @@ def _schedule(depths):
           jnp.asarray(np.array(iteration, np.int32)))
 
 
-def _reroot(particles, step, rng_key, num_groups):
-  """Root step: particles move to `s2` and start an SMCTS there, inside their group.
+def _pooled_state(particles, step, num_groups):
+  """Group size `[B, G]` and the group's `s2` samples pooled as one chance node (section 8.9)."""
+  size = segments.segment_sum(jnp.ones_like(step.value), particles.group, num_groups)
+  pooled_value = segments.segment_sum(step.value, particles.group, num_groups) / jnp.maximum(
+      size, 1)
+  return size, pooled_value
+
+
+def _discrete_second_actions(particles, step, rng_key, num_groups, size, model):
+  """Second actions of discrete TSMCTS and the pooled prior at `s2` `[B, G, A]`.
 
   Second actions are assigned without replacement within each group
   (Gumbel-top over the group's pooled prior, as SMCTS does at its root,
   section 8.6), the particles beyond the number of plausible actions by
-  sampling from their own prior.
+  sampling from their own prior. A particle's label is its second action.
   """
   gumbel_key, sample_key = jax.random.split(rng_key)
-  batch_size, num_particles = particles.value.shape
-  num_actions = step.prior_logits.shape[-1]
-  size = segments.segment_sum(jnp.ones_like(step.value), particles.group, num_groups)
-  probs = jax.nn.softmax(step.prior_logits, axis=-1)
+  batch_size = particles.value.shape[0]
+  num_actions = step.policy.shape[-1]
+  probs = jax.nn.softmax(step.policy, axis=-1)
   pooled_probs = segments.segment_sum(probs, particles.group, num_groups) / jnp.maximum(
       size, 1)[..., None]
   pooled_logits = jnp.log(jnp.maximum(pooled_probs, jnp.finfo(jnp.float32).tiny))
-  pooled_value = segments.segment_sum(step.value, particles.group, num_groups) / jnp.maximum(
-      size, 1)
   gumbel = jax.random.gumbel(gumbel_key, (batch_size, num_groups, num_actions))
   order = jnp.argsort(-(gumbel + pooled_logits), axis=-1)  # [B, G, A]
   position = segments.position_in_segment(particles.group)
@@ -114,16 +120,43 @@ def _reroot(particles, step, rng_key, num_groups):
   top_prob = jnp.take_along_axis(
       jnp.take_along_axis(pooled_probs, particles.group[..., None], axis=1), top[..., None],
       axis=2)[..., 0]
-  sampled = particles_lib.sample_actions(sample_key, step.prior_logits)
+  sampled = model.sample(sample_key, step.policy)
   second_action = jnp.where((position < num_actions) & (top_prob > 0), top, sampled)
   second_action = second_action.astype(jnp.int32)
+  return second_action, second_action, pooled_logits
+
+
+def _sampled_second_actions(particles, step, rng_key, num_groups, size, model):
+  """Second actions of sampled TSMCTS and the pooled prior over them `[B, G, L]`.
+
+  Each particle draws its own second action from the policy at its `s2` and
+  is labelled by its position in the group, so a group's `L ≤ N` labels are
+  the second actions it sampled. As in Sampled MuZero, their empirical
+  distribution is the prior at `s2`: uniform over the labels in use.
+  """
+  del num_groups
+  num_labels = particles.value.shape[1]
+  second_action = model.sample(rng_key, step.policy)
+  label = segments.position_in_segment(particles.group)
+  unused = jnp.arange(num_labels) >= size[..., None]  # [B, G, L]
+  pooled_logits = greedification.mask_logits(jnp.zeros(unused.shape, jnp.float32), unused)
+  return second_action, label, pooled_logits
+
+
+def _reroot(particles, step, rng_key, num_groups, model):
+  """Root step: particles move to `s2` and start an SMCTS there, inside their group."""
+  size, pooled_value = _pooled_state(particles, step, num_groups)
+  second_actions = (_sampled_second_actions if model.samples_second_actions
+                    else _discrete_second_actions)
+  second_action, label, pooled_logits = second_actions(
+      particles, step, rng_key, num_groups, size, model)
   record = RootStep(reward=step.reward, discount=step.discount, value=step.value,
                     root_action=particles.label, pooled_logits=pooled_logits,
                     pooled_value=pooled_value)
   rerooted = particles.replace(
-      embedding=step.embedding, prior_logits=step.prior_logits, value=step.value,
+      embedding=step.embedding, policy=step.policy, value=step.value,
       returns=jnp.zeros_like(step.value), discount_product=jnp.ones_like(step.value),
-      log_weight=jnp.zeros_like(step.value), action=second_action, label=second_action)
+      log_weight=jnp.zeros_like(step.value), action=second_action, label=label)
   return rerooted, record
 
 
@@ -211,13 +244,16 @@ def tsmcts_policy(
       gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions)
   validation.check_choice("elimination", elimination, validation.ELIMINATIONS)
   batch_size, num_actions = validation.check_root(root, invalid_actions)
+  model = actions.as_action_model(recurrent_fn, num_actions)
   layout = budget.tsmcts_layout(num_simulations, num_actions, num_particles,
                                 max_num_considered_actions, max_depth)
   n, m1 = layout.num_particles, layout.num_considered
   num_iterations = len(layout.depths)
   gumbel_key, search_key, elimination_key = jax.random.split(rng_key, 3)
   prepared = root_lib.prepare(gumbel_key, root, invalid_actions, gumbel_scale)
-  config = dataclasses.replace(config, num_groups=m1, num_labels=num_actions)
+  # Labels at s2: the second actions (discrete) or the particles' positions in their group.
+  num_labels = n if model.samples_second_actions else num_actions
+  config = dataclasses.replace(config, num_groups=m1, num_labels=num_labels)
   is_first, is_last, iteration_of_step = _schedule(layout.depths)
   depth_of_iteration = jnp.asarray(layout.depths, jnp.float32)
   keep_after_iteration = jnp.asarray(
@@ -225,8 +261,9 @@ def tsmcts_policy(
 
   def fresh_start(score, considered):
     group, root_action, _ = sequential_halving.assign_particles(score, considered, n)
-    particles = root_lib.particles_at_root(prepared, n, root_action, group, label=root_action)
-    values = backpropagation.ActionValues.zeros(batch_size, m1, num_actions)
+    particles = root_lib.particles_at_root(prepared, model, n, root_action, group,
+                                           label=root_action, params=params, rng_key=search_key)
+    values = backpropagation.ActionValues.zeros(batch_size, m1, num_labels)
     return particles, values
 
   def greedify_root(halving):
@@ -272,21 +309,20 @@ def tsmcts_policy(
   def body(i, carry):
     particles, values, td_scale, first, halving = carry
     model_key, step_key = jax.random.split(jax.random.fold_in(search_key, i))
-    step = particles_lib.mutate(params, model_key, recurrent_fn, particles.action,
-                                particles.embedding, particles.prior_logits.shape[-1])
+    step = particles_lib.mutate(params, model_key, model, particles.action, particles.embedding)
 
     def root_step(_):
-      rerooted, record = _reroot(particles, step, step_key, m1)
+      rerooted, record = _reroot(particles, step, step_key, m1, model)
       diag = engine.StepDiagnostics(
           ess=jnp.full((batch_size,), float(n)),
-          distinct_actions=engine.distinct_labels_per_group(rerooted, m1, num_actions),
+          distinct_actions=engine.distinct_labels_per_group(rerooted, m1, num_labels),
           resampled=jnp.zeros((batch_size,), bool),
           num_resamples=jnp.zeros((batch_size,), jnp.int32), nonfinite=step.nonfinite)
       return engine.match_varying((rerooted, values, td_scale, record, diag), carry, step)
 
     def inner_step(_):
       p, v, td, diag = engine.smc_step(particles, values, td_scale, step, step_key, config,
-                                       allow_resample=~is_last[i])
+                                       allow_resample=~is_last[i], model=model)
       return engine.match_varying((p, v, td, first, diag), carry, step)
 
     particles, values, td_scale, first, diag = jax.lax.cond(
@@ -307,7 +343,7 @@ def tsmcts_policy(
   zeros_n = jnp.zeros((batch_size, n), jnp.float32)
   first = RootStep(reward=zeros_n, discount=zeros_n, value=zeros_n,
                    root_action=jnp.zeros((batch_size, n), jnp.int32),
-                   pooled_logits=jnp.zeros((batch_size, m1, num_actions), jnp.float32),
+                   pooled_logits=jnp.zeros((batch_size, m1, num_labels), jnp.float32),
                    pooled_value=jnp.zeros((batch_size, m1), jnp.float32))
   carry = (particles, values, engine.TDScale.zeros(batch_size), first, halving)
   (_, _, _, _, halving), diagnostics = engine.run_steps(

@@ -120,15 +120,7 @@ def check_model_output(output, next_embedding, embedding, num_evaluations: int,
   if not isinstance(output, mctx.RecurrentFnOutput):
     raise ValueError("recurrent_fn must return (mctx.RecurrentFnOutput, next_embedding); "
                      f"its first output is a {type(output).__name__}.")
-  for name in ("reward", "discount", "value"):
-    x = getattr(output, name)
-    if jnp.shape(x) != (num_evaluations,):
-      raise ValueError(
-          f"recurrent_fn returned {name} of shape {jnp.shape(x)}; expected ({num_evaluations},), "
-          "one entry per action it was given.")
-    if not _is_float_dtype(x):
-      raise ValueError(f"recurrent_fn returned {name} of dtype {jnp.result_type(x)}; "
-                       "expected a floating dtype.")
+  check_model_scalars(output, num_evaluations)
   expected = (num_evaluations, num_actions)
   if jnp.shape(output.prior_logits) != expected:
     raise ValueError(
@@ -138,6 +130,24 @@ def check_model_output(output, next_embedding, embedding, num_evaluations: int,
   if not _is_float_dtype(output.prior_logits):
     raise ValueError(f"recurrent_fn returned prior_logits of dtype "
                      f"{jnp.result_type(output.prior_logits)}; expected a floating dtype.")
+  check_next_embedding(next_embedding, embedding)
+
+
+def check_model_scalars(output, num_evaluations: int) -> None:
+  """Checks the model's `reward`, `discount` and `value`: `[num_evaluations]` floats."""
+  for name in ("reward", "discount", "value"):
+    x = getattr(output, name)
+    if jnp.shape(x) != (num_evaluations,):
+      raise ValueError(
+          f"recurrent_fn returned {name} of shape {jnp.shape(x)}; expected ({num_evaluations},), "
+          "one entry per action it was given.")
+    if not _is_float_dtype(x):
+      raise ValueError(f"recurrent_fn returned {name} of dtype {jnp.result_type(x)}; "
+                       "expected a floating dtype.")
+
+
+def check_next_embedding(next_embedding, embedding) -> None:
+  """Checks that the next embedding has the structure, shapes and dtypes of the given one."""
   given = jax.tree_util.tree_structure(embedding)
   got = jax.tree_util.tree_structure(next_embedding)
   if given != got:
@@ -152,3 +162,57 @@ def check_model_output(output, next_embedding, embedding, num_evaluations: int,
           f"{jnp.result_type(x)}, as the embedding it was given (root.embedding with the "
           "batch axis flattened with the particles).")
 
+
+
+def check_sampled_root(root, invalid_actions) -> tuple[int, int]:
+  """Checks a sampled-action root; returns `(batch_size, num_candidates)`."""
+  if not all(hasattr(root, name) for name in ("candidates", "value", "embedding")):
+    raise ValueError("root must be an smctx.SampledRootFnOutput (candidates, value, embedding, "
+                     f"prior_logits); got {type(root).__name__}.")
+  if not _is_float_dtype(root.value) or jnp.ndim(root.value) != 1:
+    raise ValueError(f"root.value has shape {jnp.shape(root.value)} and dtype "
+                     f"{jnp.result_type(root.value)}; expected a float vector [B].")
+  batch_size = jnp.shape(root.value)[0]
+  leaves = jax.tree_util.tree_leaves(root.candidates)
+  if not leaves:
+    raise ValueError("root.candidates is empty; expected a pytree of [B, M, ...] arrays.")
+  num_candidates = jnp.shape(leaves[0])[1] if jnp.ndim(leaves[0]) >= 2 else 0
+  for leaf in leaves:
+    if jnp.ndim(leaf) < 2 or jnp.shape(leaf)[:2] != (batch_size, num_candidates):
+      raise ValueError(
+          f"root.candidates has a leaf of shape {jnp.shape(leaf)}; every leaf needs the leading "
+          f"axes [B, M] = [{batch_size}, {num_candidates}] (B from root.value).")
+  if num_candidates < 1:
+    raise ValueError("root.candidates has M = 0 candidates; expected at least one.")
+  for leaf in jax.tree_util.tree_leaves(root.embedding):
+    if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != batch_size:
+      raise ValueError(
+          f"root.embedding has a leaf of shape {jnp.shape(leaf)}; every leaf needs the batch "
+          f"size {batch_size} as its leading axis.")
+  expected = (batch_size, num_candidates)
+  if root.prior_logits is not None:
+    if jnp.shape(root.prior_logits) != expected or not _is_float_dtype(root.prior_logits):
+      raise ValueError(
+          f"root.prior_logits has shape {jnp.shape(root.prior_logits)} and dtype "
+          f"{jnp.result_type(root.prior_logits)}; expected floats of shape {expected} "
+          "(one logit per candidate) or None for uniform.")
+  if invalid_actions is not None and jnp.shape(invalid_actions) != expected:
+    raise ValueError(f"invalid_actions has shape {jnp.shape(invalid_actions)}; expected "
+                     f"{expected}, one flag per candidate.")
+  return batch_size, num_candidates
+
+
+def check_sampled_actions(actions, candidates, num_evaluations: int, source: str) -> None:
+  """Checks that sampled next actions look like the root's candidates, one per particle."""
+  want = jax.tree_util.tree_structure(candidates)
+  got = jax.tree_util.tree_structure(actions)
+  if want != got:
+    raise ValueError(f"{source} gave actions with structure {got}; expected the structure of "
+                     f"root.candidates, {want}.")
+  for c, a in zip(jax.tree_util.tree_leaves(candidates), jax.tree_util.tree_leaves(actions),
+                  strict=True):
+    expected = (num_evaluations,) + jnp.shape(c)[2:]
+    if jnp.shape(a) != expected:
+      raise ValueError(
+          f"{source} gave an action leaf of shape {jnp.shape(a)}; expected {expected}: one "
+          "action per particle, shaped like one candidate of root.candidates.")

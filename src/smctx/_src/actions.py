@@ -1,0 +1,225 @@
+"""Action models: how particles take actions and call the user's model.
+
+The particle engine never looks inside an action. It asks an action model for
+three things: the actions of particles leaving the root (`root_actions`), one
+call of the user's `recurrent_fn` on every particle (`call`), and the next
+action of every particle drawn from the policy at its state (`sample`).
+
+* `DiscreteActions` is mctx's setting: actions are indices in `[0, A)`, the
+  model returns prior logits, next actions are drawn from them.
+* `SampledActions` is the continuous (or sampled) setting: the root offers
+  `M` candidate actions (any pytree of `[B, M, ...]` arrays) and is searched
+  exactly as a discrete root with `M` actions; below the root the model returns
+  a `policy` pytree and the next actions are the user's samples from it.
+
+SMC, SMCTS and TSMCTS run unchanged on either: both action models plug into
+the same loop (`engine.py`, `tsmcts.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+import mctx
+
+from smctx._src import particles as particles_lib
+from smctx._src import validation
+
+
+@chex.dataclass(frozen=True)
+class SampledRootFnOutput:
+  """The root of a sampled-action search.
+
+  candidates: pytree of `[B, M, ...]` arrays, the `M` candidate actions of
+    every root (e.g. `M` samples of the user's policy, `[B, M, action_dim]`).
+  value: `[B]` network value of the root.
+  embedding: `[B, ...]` model state of the root.
+  prior_logits: `[B, M]` logits of the prior over the candidates, or None for
+    uniform. Uniform is right when the candidates are i.i.d. samples of the
+    policy (their empirical distribution is the sampled prior, as in Sampled
+    MuZero); pass `log π − log β` when they were drawn from another proposal `β`.
+  """
+  candidates: chex.ArrayTree
+  value: chex.Array
+  embedding: chex.ArrayTree
+  prior_logits: Optional[chex.Array] = None
+
+
+@chex.dataclass(frozen=True)
+class SampledRecurrentFnOutput:
+  """What a sampled-action `recurrent_fn` returns for `[B']` transitions.
+
+  reward, discount, value: `[B']`, as in `mctx.RecurrentFnOutput`.
+  policy: pytree of `[B', ...]` arrays describing the policy at the next state
+    (e.g. `(mean, log_std)` of a Gaussian), from which `action_sampler` draws
+    the next action; with `action_sampler=None` it *is* the next action.
+  """
+  reward: chex.Array
+  discount: chex.Array
+  value: chex.Array
+  policy: chex.ArrayTree
+
+
+@chex.dataclass(frozen=True)
+class SampledPolicyOutput:
+  """The result of a sampled-action search.
+
+  action: `[B]` int32, index of the chosen candidate.
+  chosen_action: pytree of `[B, ...]`, the chosen candidate itself.
+  action_weights: `[B, M]` weights over the candidates (zero on invalid ones),
+    a target for a weighted maximum-likelihood policy loss
+    `−Σ_m w_m·log π(candidate_m)`.
+  search_tree: `mctx.Tree` of the root and one child per candidate, with a
+    `SearchDiagnostics` in `extra_data`.
+  """
+  action: chex.Array
+  chosen_action: chex.ArrayTree
+  action_weights: chex.Array
+  search_tree: mctx.Tree
+
+
+class ModelOutput(NamedTuple):
+  """One model call on `[B·N]` flattened particles; `bad_policy [B·N]` marks non-finite policies."""
+  reward: chex.Array
+  discount: chex.Array
+  value: chex.Array
+  policy: Any
+  next_embedding: Any
+  bad_policy: chex.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscreteActions:
+  """mctx's discrete actions: indices in `[0, A)`, policies are prior logits."""
+  recurrent_fn: Callable
+  num_actions: int
+  # TSMCTS labels the second actions of a group by the actions themselves.
+  samples_second_actions = False
+
+  def root_actions(self, index: chex.Array) -> chex.Array:
+    return index.astype(jnp.int32)
+
+  def root_policy(self, root_logits: chex.Array, num_particles: int, params, rng_key,
+                  embedding) -> chex.Array:
+    del params, rng_key, embedding
+    return particles_lib.broadcast_to_particles(root_logits, num_particles)
+
+  def call(self, params, rng_key, action, embedding) -> ModelOutput:
+    output, next_embedding = self.recurrent_fn(params, rng_key, action, embedding)
+    validation.check_model_output(output, next_embedding, embedding, action.shape[0],
+                                  self.num_actions)
+    logits = jnp.asarray(output.prior_logits, jnp.float32)
+    bad = jnp.any(jnp.isnan(logits), axis=-1)
+    logits = particles_lib.sanitize_logits(jnp.where(jnp.isnan(logits), -jnp.inf, logits))
+    return ModelOutput(output.reward, output.discount, output.value, logits, next_embedding, bad)
+
+  def sample(self, rng_key, policy: chex.Array) -> chex.Array:
+    return particles_lib.sample_actions(rng_key, policy)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledActions:
+  """Sampled actions: candidates at the root, the user's samples below it.
+
+  candidates: pytree of `[B, M, ...]`; action_sampler:
+  `(rng_key, policy [B', ...]) -> action [B', ...]`, or None when the model's
+  `policy` output is already the next action.
+  """
+  recurrent_fn: Callable
+  candidates: Any
+  action_sampler: Optional[Callable]
+  # TSMCTS labels each particle's own sampled second action (section "sampled" in its docstring).
+  samples_second_actions = True
+
+  @property
+  def num_actions(self) -> int:
+    return jax.tree_util.tree_leaves(self.candidates)[0].shape[1]
+
+  def root_actions(self, index: chex.Array):
+    """The candidates `index [B, N]` points at: pytree of `[B, N, ...]`."""
+    def take(x):
+      i = index.reshape(index.shape + (1,) * (x.ndim - 2))
+      return jnp.take_along_axis(x, i, axis=1)
+    return jax.tree_util.tree_map(take, self.candidates)
+
+  def root_policy(self, root_logits, num_particles: int, params, rng_key, embedding):
+    """A zero policy of the model's structure: particles at the root never sample from it."""
+    del root_logits
+    batch_size = jax.tree_util.tree_leaves(embedding)[0].shape[0]
+    action = particles_lib.flatten_particles(
+        self.root_actions(jnp.zeros((batch_size, num_particles), jnp.int32)))
+    flat_embedding = particles_lib.flatten_particles(
+        particles_lib.broadcast_to_particles(embedding, num_particles))
+    shapes = jax.eval_shape(lambda: self.call(params, rng_key, action, flat_embedding).policy)
+    return jax.tree_util.tree_map(
+        lambda s: jnp.zeros((batch_size, num_particles) + s.shape[1:], s.dtype), shapes)
+
+  def call(self, params, rng_key, action, embedding) -> ModelOutput:
+    output, next_embedding = self.recurrent_fn(params, rng_key, action, embedding)
+    num_evaluations = jax.tree_util.tree_leaves(action)[0].shape[0]
+    if not isinstance(output, SampledRecurrentFnOutput):
+      raise ValueError("recurrent_fn of a sampled policy must return "
+                       "(smctx.SampledRecurrentFnOutput, next_embedding); its first output is a "
+                       f"{type(output).__name__}.")
+    validation.check_model_scalars(output, num_evaluations)
+    for leaf in jax.tree_util.tree_leaves(output.policy):
+      if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != num_evaluations:
+        raise ValueError(
+            f"recurrent_fn returned a policy leaf of shape {jnp.shape(leaf)}; every leaf needs "
+            f"one row per action it was given ({num_evaluations}).")
+    validation.check_next_embedding(next_embedding, embedding)
+    # Non-finite float policy entries are zeroed and reported, like NaN logits.
+    bad = jnp.zeros((num_evaluations,), bool)
+    policy = []
+    for leaf in jax.tree_util.tree_leaves(output.policy):
+      leaf = jnp.asarray(leaf)
+      if jnp.issubdtype(leaf.dtype, jnp.floating):
+        finite = jnp.isfinite(leaf)
+        bad = bad | ~jnp.all(finite.reshape(num_evaluations, -1), axis=-1)
+        leaf = jnp.where(finite, leaf, 0)
+      policy.append(leaf)
+    policy = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(output.policy), policy)
+    return ModelOutput(output.reward, output.discount, output.value, policy, next_embedding, bad)
+
+  def sample(self, rng_key, policy):
+    """Next actions `[B, N, ...]` from the policies `[B, N, ...]`, one sample per particle."""
+    batch_size, num_particles = jax.tree_util.tree_leaves(policy)[0].shape[:2]
+    flat_policy = particles_lib.flatten_particles(policy)
+    if self.action_sampler is None:
+      flat_action = flat_policy
+      source = "recurrent_fn's policy (action_sampler=None)"
+    else:
+      flat_action = self.action_sampler(rng_key, flat_policy)
+      source = "action_sampler"
+    validation.check_sampled_actions(flat_action, self.candidates, batch_size * num_particles,
+                                     source)
+    # The particles' actions keep the candidates' dtypes (a loop carry may not change type).
+    flat_action = jax.tree_util.tree_map(lambda a, c: jnp.asarray(a, c.dtype), flat_action,
+                                         self.candidates)
+    return particles_lib.unflatten_particles(flat_action, batch_size, num_particles)
+
+  def chosen(self, action: chex.Array):
+    """The candidate `action [B]` points at: pytree of `[B, ...]`."""
+    return jax.tree_util.tree_map(lambda x: x[:, 0], self.root_actions(action[:, None]))
+
+
+def sampled_root(root: SampledRootFnOutput, invalid_actions) -> mctx.RootFnOutput:
+  """The candidates as a discrete root with `M` actions (checked)."""
+  batch_size, num_candidates = validation.check_sampled_root(root, invalid_actions)
+  prior_logits = root.prior_logits
+  if prior_logits is None:
+    prior_logits = jnp.zeros((batch_size, num_candidates), jnp.float32)
+  return mctx.RootFnOutput(prior_logits=prior_logits, value=root.value, embedding=root.embedding)
+
+
+def as_action_model(recurrent_fn, num_actions: int):
+  """A user's `recurrent_fn` is a discrete model; an action model passes through."""
+  if isinstance(recurrent_fn, (DiscreteActions, SampledActions)):
+    return recurrent_fn
+  if not callable(recurrent_fn):
+    raise ValueError(f"recurrent_fn must be callable; got {type(recurrent_fn).__name__}.")
+  return DiscreteActions(recurrent_fn=recurrent_fn, num_actions=num_actions)
