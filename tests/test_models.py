@@ -21,15 +21,6 @@ from smctx import models
 LOWEST = np.finfo(np.float32).min
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compilation():
-  """These tests check semantics, not speed: XLA's cheap compile keeps the file fast."""
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
-
-
 # ----------------------------------------------------------------------------
 # masked_logits
 
