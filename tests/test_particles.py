@@ -112,3 +112,20 @@ def test_inverse_variance_combination():
       jnp.asarray([[4.0, 9.0, 7.0]]), jnp.asarray([[4.0, 0.0, 1.0]]))
   np.testing.assert_allclose(np.asarray(q)[0], [(2 * 1 + 4 * 4) / 6, 2.0, 7.0])
   np.testing.assert_allclose(np.asarray(n)[0], [6, 3, 1])
+
+
+def test_sample_actions_matches_the_softmax_and_never_draws_zero_probability_actions():
+  # Frequencies of 200k draws against softmax(logits) computed here; the
+  # zero-probability actions (a very low finite logit, as masked actions get)
+  # sit first, in the middle and last, where an off-by-one of the inverse CDF
+  # would draw them.
+  low = float(jnp.finfo(jnp.float32).min)
+  logits = jnp.array([[low, 0.3, -1.0, low, 2.0, 0.0, low],
+                      [low, low, low, 0.0, low, low, low]], jnp.float32)
+  draws = particles_lib.sample_actions(jax.random.PRNGKey(0),
+                                       jnp.broadcast_to(logits[:, None], (2, 100_000, 7)))
+  freq = np.stack([np.bincount(np.asarray(d), minlength=7) / d.shape[0] for d in draws])
+  expected = np.exp(np.where(np.asarray(logits) == low, -np.inf, np.asarray(logits)))
+  expected /= expected.sum(-1, keepdims=True)
+  np.testing.assert_allclose(freq, expected, atol=0.005)
+  assert freq[0, [0, 3, 6]].sum() == 0 and freq[1, 3] == 1.0

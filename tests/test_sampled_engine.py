@@ -2,7 +2,7 @@
 
 A discrete problem posed as a sampled one (the candidates are all `A` actions
 as integers, the model's policy is its prior logits, the sampler draws from
-them with `jax.random.categorical` as the discrete engine does) must give
+them with the discrete engine's own categorical draw) must give
 bit-identical searches for SMC and SMCTS: same root assignment, same particle
 moves, same weights, same outputs. Any divergence between the two families'
 code paths (a copied loop drifting, a key split differently, labels or
@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import smctx
+from smctx._src import particles as particles_lib
 from smctx import tabular
 
 B, A = 6, 5
@@ -49,7 +50,7 @@ def _problem():
   sampled_root = smctx.SampledRootFnOutput(
       candidates=jnp.broadcast_to(jnp.arange(A, dtype=jnp.int32), (B, A)), value=root.value,
       embedding=root.embedding, prior_logits=root.prior_logits)
-  sampler = lambda key, logits: jax.random.categorical(key, logits).astype(jnp.int32)
+  sampler = particles_lib.sample_actions  # the discrete engine's own draw
   return root, discrete_fn, sampled_root, sampled_fn, sampler
 
 

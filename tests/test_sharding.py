@@ -87,7 +87,11 @@ def results():
 
 @pytest.mark.parametrize("policy", ["smc_policy", "smcts_policy", "tsmcts_policy"])
 def test_batch_sharded_over_a_mesh_equals_one_device(results, policy):
-  assert results[policy + "/mesh"]["identical"], results  # bit-identical on CPU
+  # Equal to float32 rounding (atol 1e-6), not bit for bit: the segment sums
+  # are matrix products, and XLA's CPU dot may accumulate a per-device batch in
+  # another order than the whole batch (seen for SMCTS). Per-device searches
+  # (below) see the same shapes and stay bit-identical.
+  assert results[policy + "/mesh"]["allclose"], results
   assert results[policy + "/mesh_sharded_output"] == 8  # the output stays sharded
 
 

@@ -41,17 +41,17 @@ def depth_estimates(particles: Particles, num_groups: int, num_labels: int):
   underflow the weights of every segment but the dominant one.
   Returns `(q [B, G, L], count [B, G, L])`.
   """
-  batch_size = particles.log_weight.shape[0]
   num_segments = num_groups * num_labels
   segment = particles.group * num_labels + particles.label
   lw = particles.log_weight
   w = jnp.exp(lw - segments.segment_max(lw, segment, num_segments, gather=True))
-  sum_w = segments.segment_sum(w, segment, num_segments)
-  sum_wg = segments.segment_sum(w * particles.bootstrapped_return, segment, num_segments)
-  count = segments.segment_sum(jnp.ones_like(w), segment, num_segments)
+  by_segment = lambda x: segments.segment_sum_2d(x, particles.group, num_groups,
+                                                 particles.label, num_labels)
+  sum_w = by_segment(w)
+  sum_wg = by_segment(w * particles.bootstrapped_return)
+  count = by_segment(jnp.ones_like(w))
   q = jnp.where(count > 0, sum_wg / jnp.maximum(sum_w, 1e-30), 0.0)
-  shape = (batch_size, num_groups, num_labels)
-  return q.reshape(shape), count.reshape(shape)
+  return q, count
 
 
 def update(values: ActionValues, particles: Particles) -> ActionValues:

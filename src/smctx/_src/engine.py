@@ -87,13 +87,10 @@ class StepDiagnostics:
 
 def distinct_labels_per_group(particles: Particles, num_groups: int, num_labels: int):
   """Mean over non-empty groups of the number of distinct labels carried. `[B]`."""
-  segment = particles.group * num_labels + particles.label
-  count = segments.segment_sum(
-      jnp.ones_like(particles.value), segment, num_groups * num_labels)
-  distinct = jnp.sum(count > 0, axis=-1)
-  groups = jnp.sum(
-      segments.segment_sum(jnp.ones_like(particles.value), particles.group, num_groups) > 0,
-      axis=-1)
+  count = segments.segment_sum_2d(jnp.ones_like(particles.value), particles.group, num_groups,
+                                  particles.label, num_labels)  # [B, G, L]
+  distinct = jnp.sum(count > 0, axis=(-2, -1))
+  groups = jnp.sum(jnp.sum(count, axis=-1) > 0, axis=-1)
   return (distinct / jnp.maximum(groups, 1)).astype(jnp.float32)
 
 

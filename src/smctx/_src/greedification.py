@@ -39,12 +39,6 @@ def mixed_value(raw_value, qvalues, visits, prior_probs):
   return (raw_value + total * weighted_q) / (total + 1)
 
 
-def completed_qvalues(raw_value, qvalues, visits, prior_logits):
-  """`Q̃`: visited actions keep `Q`; unvisited ones get the mixed value. `[B, A]`."""
-  value = mixed_value(raw_value, qvalues, visits, jax.nn.softmax(prior_logits, axis=-1))
-  return jnp.where(visits > 0, qvalues, value[..., None])
-
-
 @chex.dataclass(frozen=True)
 class Greedified:
   """The root operator's results, all `[B, A]` except `value: [B]`.
@@ -65,12 +59,16 @@ class Greedified:
 def greedify(*, prior_logits, raw_value, qvalues, visits, qtransform,
              invalid_actions=None, extra_data=None) -> Greedified:
   """Applies `I(π_θ, Q)` to a batch of roots. `prior_logits` must be masked."""
-  completed = completed_qvalues(raw_value, qvalues, visits, prior_logits)
   provisional_value = mixed_value(raw_value, qvalues, visits, jax.nn.softmax(prior_logits, -1))
-  tree = summary_tree.root_tree(
-      prior_logits=prior_logits, raw_value=raw_value, qvalues=qvalues, visits=visits,
-      node_value=provisional_value, invalid_actions=invalid_actions, extra_data=extra_data)
-  transformed = jax.vmap(qtransform, in_axes=[0, None])(tree, mctx.Tree.ROOT_INDEX)
+  completed = jnp.where(visits > 0, qvalues, provisional_value[..., None])  # Q̃
+  tree_fields = dict(prior_logits=prior_logits, raw_value=raw_value, qvalues=qvalues,
+                     visits=visits, node_value=provisional_value,
+                     invalid_actions=invalid_actions, extra_data=extra_data)
+  # The qtransform reads the root's rows only; the full tree is built for the
+  # caller (and compiled away when the caller does not use it).
+  root_only = summary_tree.root_tree(**tree_fields, root_only=True)
+  transformed = jax.vmap(qtransform, in_axes=[0, None])(root_only, mctx.Tree.ROOT_INDEX)
+  tree = summary_tree.root_tree(**tree_fields)
   policy = jax.nn.softmax(mask_logits(prior_logits + transformed, invalid_actions), axis=-1)
   if invalid_actions is not None:
     policy = jnp.where(invalid_actions, 0.0, policy)

@@ -218,6 +218,19 @@ def take_particles(particles: Particles, ancestors: chex.Array) -> Particles:
 
 
 def sample_actions(rng_key, prior_logits: chex.Array) -> chex.Array:
-  """`a ~ Categorical(prior_logits)` for every particle, `[B, N]` int32."""
-  return jax.random.categorical(rng_key, prior_logits).astype(jnp.int32)
+  """`a ~ Categorical(softmax(prior_logits))` for every particle, `[B, N]` int32.
+
+  Inverse-CDF sampling with one uniform per particle. `jax.random.categorical`
+  draws a Gumbel per *action* (`B·N·A` random numbers), which on CPU cost
+  more than the rest of an SMC step (3.3 of ~10 ms at `B·N = 4096`, `A = 32`).
+  Actions with probability 0 are never drawn: the count of CDF entries at or
+  below `u` skips them, and the clip stops at the last action with mass.
+  """
+  probs = jax.nn.softmax(prior_logits, axis=-1)
+  cdf = jnp.cumsum(probs, axis=-1)
+  u = jax.random.uniform(rng_key, prior_logits.shape[:-1] + (1,)) * cdf[..., -1:]
+  action = jnp.sum(cdf <= u, axis=-1)
+  num_actions = prior_logits.shape[-1]
+  last_with_mass = jnp.max(jnp.where(probs > 0, jnp.arange(num_actions), 0), axis=-1)
+  return jnp.minimum(action, last_with_mass).astype(jnp.int32)
 

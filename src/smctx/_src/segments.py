@@ -3,11 +3,15 @@
 Particles of one root are summed (or maxed) into segments: root actions,
 resampling groups, or (group, second action) pairs.
 
-Sums are masked dense reductions over `[B, N, num_segments]`, not scatter-adds.
-A scatter-add on GPU accumulates with atomics in a run-dependent order, so the
-same key would not give bit-identical searches there (measured: 5 determinism
-tests failed on an H100 with scatter-adds). A reduction has a fixed order, and
-XLA fuses the mask into it. Maxima are order-independent and stay scatters.
+Sums are contractions with a one-hot membership matrix `[B, N, num_segments]`
+(`einsum`), not scatter-adds. A scatter-add on GPU accumulates with atomics in
+a run-dependent order, so the same key would not give bit-identical searches
+there (measured: 5 determinism tests failed on an H100 with scatter-adds). A
+contraction has a fixed order. It replaced a masked dense reduction
+(`where(member, data, 0).sum(1)`), which is the same arithmetic but was 5× slower
+on CPU for TSMCTS's `16 × 32` (group, action) segments: a matrix product runs on
+the BLAS/tensor-core path. `HIGHEST` precision keeps float32 sums exact on GPUs
+that would otherwise use TF32. Maxima are order-independent and stay scatters.
 """
 
 from __future__ import annotations
@@ -23,10 +27,25 @@ def segment_sum(data: chex.Array, segment_ids: chex.Array, num_segments: int,
 
   With `gather` (for `[B, N]` data only), each particle's segment total `[B, N]`.
   """
-  member = segment_ids[:, :, None] == jnp.arange(num_segments)  # [B, N, S]
-  member = member.reshape(member.shape + (1,) * (data.ndim - 2))
-  out = jnp.sum(jnp.where(member, data[:, :, None], 0), axis=1)  # [B, S, ...]
+  # Ids outside [0, num_segments) get an all-zero row: such particles count nowhere.
+  member = jax.nn.one_hot(segment_ids, num_segments, dtype=data.dtype)  # [B, N, S]
+  out = jnp.einsum("bn...,bns->bs...", data, member, precision=jax.lax.Precision.HIGHEST)
   return jnp.take_along_axis(out, segment_ids, axis=1) if gather else out
+
+
+def segment_sum_2d(data: chex.Array, group: chex.Array, num_groups: int, label: chex.Array,
+                   num_labels: int) -> chex.Array:
+  """`[B, N]` data summed per (group, label) pair: `[B, num_groups, num_labels]`.
+
+  The same as `segment_sum` over `group·num_labels + label`, but contracting
+  two small one-hot matrices (`[B, N, G]` and `[B, N, L]`) instead of one
+  `[B, N, G·L]`: TSMCTS's back-propagation with `G = 16` groups and `L = 32`
+  labels took 0.77 ms a step at `B·N = 4096` the flat way on CPU.
+  """
+  in_group = jax.nn.one_hot(group, num_groups, dtype=data.dtype)  # [B, N, G]
+  has_label = jax.nn.one_hot(label, num_labels, dtype=data.dtype)  # [B, N, L]
+  return jnp.einsum("bng,bnl->bgl", data[..., None] * in_group, has_label,
+                    precision=jax.lax.Precision.HIGHEST)
 
 
 def segment_max(data: chex.Array, segment_ids: chex.Array, num_segments: int,

@@ -14,16 +14,47 @@ import chex
 import jax.numpy as jnp
 
 
+# Up to this many actions, ranks come from pairwise comparisons (`O(A²)` per
+# row, vectorised): on CPU an XLA sort of `[4096, 32]` rows took 9.6 ms against
+# 0.16 ms for the comparisons. Larger action spaces sort.
+PAIRWISE_MAX_ACTIONS = 128
+
+
+def descending_rank(score: chex.Array) -> chex.Array:
+  """Position of every entry in a best-first order, ties broken by index. `[..., A]` int32.
+
+  The same order as a stable `argsort(-score)`.
+  """
+  num_actions = score.shape[-1]
+  if num_actions > PAIRWISE_MAX_ACTIONS:
+    return jnp.argsort(descending_order(score), axis=-1).astype(jnp.int32)
+  index = jnp.arange(num_actions)
+  other, this = score[..., None, :], score[..., :, None]
+  ahead = (other > this) | ((other == this) & (index[None, :] < index[:, None]))
+  return jnp.sum(ahead, axis=-1).astype(jnp.int32)
+
+
+def descending_order(score: chex.Array) -> chex.Array:
+  """Indices best first (stable `argsort(-score)`). `[..., A]` int32."""
+  num_actions = score.shape[-1]
+  if num_actions > PAIRWISE_MAX_ACTIONS:
+    return jnp.argsort(-score, axis=-1, stable=True).astype(jnp.int32)
+  rank = descending_rank(score)
+  # The inverse permutation: position p holds the action whose rank is p.
+  # (A sum of the one matching index: an argmax here was 6x slower on CPU.)
+  index = jnp.arange(num_actions, dtype=jnp.int32)
+  at_position = rank[..., None, :] == index[:, None]
+  return jnp.sum(jnp.where(at_position, index, 0), axis=-1).astype(jnp.int32)
+
+
 def rank_candidates(score: chex.Array, considered: chex.Array) -> chex.Array:
   """Actions ordered best first by `score`, non-considered ones last. `[B, A]` int32."""
-  masked = jnp.where(considered, score, -jnp.inf)
-  return jnp.argsort(-masked, axis=-1, stable=True).astype(jnp.int32)
+  return descending_order(jnp.where(considered, score, -jnp.inf))
 
 
 def top_considered(score: chex.Array, considered: chex.Array, num_keep) -> chex.Array:
   """The best `num_keep` of the considered actions (fewer if fewer are considered)."""
-  order = rank_candidates(score, considered)
-  rank = jnp.argsort(order, axis=-1)
+  rank = descending_rank(jnp.where(considered, score, -jnp.inf))
   return considered & (rank < num_keep)
 
 

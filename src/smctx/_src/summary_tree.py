@@ -65,8 +65,16 @@ class SearchDiagnostics:
 
 def root_tree(*, prior_logits: chex.Array, raw_value: chex.Array, qvalues: chex.Array,
               visits: chex.Array, node_value: chex.Array,
-              invalid_actions: chex.Array | None = None, extra_data: Any = None) -> mctx.Tree:
+              invalid_actions: chex.Array | None = None, extra_data: Any = None,
+              root_only: bool = False) -> mctx.Tree:
   """Builds a two-level `mctx.Tree` of `[B]` roots with `A` children each.
+
+  With `root_only`, the tree holds the root node alone (its children's
+  statistics are in the root's `children_*` rows, which is all a qtransform at
+  the root reads). The search uses it for its internal greedifications: the
+  full tree's `[B, A+1, A]` children arrays are mostly zeros, and building them
+  for TSMCTS's `B·m1` inner roots at every iteration cost more than the
+  qtransform itself.
 
   Args:
     prior_logits: `[B, A]` root prior logits (already masked).
@@ -78,7 +86,7 @@ def root_tree(*, prior_logits: chex.Array, raw_value: chex.Array, qvalues: chex.
     extra_data: stored as `tree.extra_data`.
   """
   batch_size, num_actions = prior_logits.shape
-  num_nodes = num_actions + 1
+  num_nodes = 1 if root_only else num_actions + 1
   f32 = jnp.float32
   visits = visits.astype(f32)
   qvalues = jnp.where(visits > 0, qvalues, 0.0).astype(f32)
@@ -87,19 +95,20 @@ def root_tree(*, prior_logits: chex.Array, raw_value: chex.Array, qvalues: chex.
   def root_row(x):
     return zeros_na.at[:, 0].set(x.astype(zeros_na.dtype))
 
-  child_ids = jnp.arange(1, num_nodes, dtype=jnp.int32)
+  child_ids = jnp.arange(1, num_actions + 1, dtype=jnp.int32)
   children_index = jnp.full((batch_size, num_nodes, num_actions), mctx.Tree.UNVISITED, jnp.int32)
   children_index = children_index.at[:, 0].set(
       jnp.where(visits > 0, child_ids[None], mctx.Tree.UNVISITED))
-  node_visits = jnp.concatenate([jnp.sum(visits, -1, keepdims=True), visits], axis=1)
-  node_values = jnp.concatenate([node_value[:, None].astype(f32), qvalues], axis=1)
-  raw_values = jnp.concatenate([raw_value[:, None].astype(f32), qvalues], axis=1)
+  children = slice(0, num_nodes - 1)  # the child nodes' entries (none when root_only)
+  node_visits = jnp.concatenate([jnp.sum(visits, -1, keepdims=True), visits[:, children]], axis=1)
+  node_values = jnp.concatenate([node_value[:, None].astype(f32), qvalues[:, children]], axis=1)
+  raw_values = jnp.concatenate([raw_value[:, None].astype(f32), qvalues[:, children]], axis=1)
   parents = jnp.concatenate(
       [jnp.full((batch_size, 1), mctx.Tree.NO_PARENT, jnp.int32),
-       jnp.zeros((batch_size, num_actions), jnp.int32)], axis=1)
+       jnp.zeros((batch_size, num_nodes - 1), jnp.int32)], axis=1)
   action_from_parent = jnp.concatenate(
       [jnp.full((batch_size, 1), mctx.Tree.NO_PARENT, jnp.int32),
-       jnp.broadcast_to(jnp.arange(num_actions, dtype=jnp.int32), (batch_size, num_actions))],
+       jnp.broadcast_to(jnp.arange(num_nodes - 1, dtype=jnp.int32), (batch_size, num_nodes - 1))],
       axis=1)
   if invalid_actions is None:
     invalid_actions = jnp.zeros((batch_size, num_actions), bool)

@@ -112,11 +112,12 @@ def _discrete_second_actions(particles, step, rng_key, num_groups, size, model):
       size, 1)[..., None]
   pooled_logits = jnp.log(jnp.maximum(pooled_probs, jnp.finfo(jnp.float32).tiny))
   gumbel = jax.random.gumbel(gumbel_key, (batch_size, num_groups, num_actions))
-  order = jnp.argsort(-(gumbel + pooled_logits), axis=-1)  # [B, G, A]
+  rank = sequential_halving.descending_rank(gumbel + pooled_logits)  # [B, G, A]
   position = segments.position_in_segment(particles.group)
-  own_order = jnp.take_along_axis(order, particles.group[..., None], axis=1)  # [B, N, A]
-  top = jnp.take_along_axis(own_order, jnp.minimum(position, num_actions - 1)[..., None],
-                            axis=2)[..., 0]
+  own_rank = jnp.take_along_axis(rank, particles.group[..., None], axis=1)  # [B, N, A]
+  # The action ranked at the particle's position in its group (no sort, no inverse permutation).
+  at_position = own_rank == jnp.minimum(position, num_actions - 1)[..., None]
+  top = jnp.sum(jnp.where(at_position, jnp.arange(num_actions), 0), axis=-1)
   top_prob = jnp.take_along_axis(
       jnp.take_along_axis(pooled_probs, particles.group[..., None], axis=1), top[..., None],
       axis=2)[..., 0]
