@@ -1,0 +1,177 @@
+"""The same training with each search at an equal budget, over several seeds.
+
+Runs `snake.train` (default) or `alphazero_pgx.train` (`--env pgx`) in this process for every
+search in `--searches` and every seed `0 .. --seeds-1`, all at the same `--num-simulations`, then
+
+* writes `compare.csv` (per run, up to ~200 evenly spaced iterations: search, seed, env_steps,
+  wall_time, the metric, its smoothed value and the losses) and `compare_summary.csv` (per
+  search: final metric mean/std/min/max over seeds, wall time), both with device and versions
+  as `# ` lines;
+* plots `compare.png`: mean over seeds with a min-max band of the metric against environment
+  steps (left) and wall-clock time (right).
+
+The snake metric is the mean episode return smoothed over `--smooth` iterations (episodes end at
+irregular times, so single iterations are noisy); the pgx metric is the win rate against a
+uniformly random player.
+
+  python examples/compare.py --seeds 3 --out examples/results/compare_snake
+  python examples/compare.py --env pgx --seeds 2 --num-simulations 64 --out runs/compare_ttt
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import time
+
+import _common
+import numpy as np
+
+
+def _load(env: str):
+  if env == "snake":
+    import snake
+
+    return snake, "mean_return"
+  import alphazero_pgx
+
+  return alphazero_pgx, "win_rate"
+
+
+def smoothed(rows, key: str, window: int) -> list[dict]:
+  """Rows with `key + '_smoothed'`: the nan-mean of `key` over the last `window` rows."""
+  values = np.asarray([r.get(key, math.nan) for r in rows], float)
+  out = []
+  for i, row in enumerate(rows):
+    recent = values[max(0, i + 1 - window):i + 1]
+    recent = recent[np.isfinite(recent)]
+    out.append({**row, f"{key}_smoothed": float(recent.mean()) if len(recent) else math.nan})
+  return out
+
+
+def final_value(rows, key: str, fraction: float = 0.1) -> float:
+  """Mean of the finite values of `key` over the last `fraction` of the run (at least one)."""
+  values = np.asarray([r.get(key, math.nan) for r in rows], float)
+  tail = values[-max(1, int(len(values) * fraction)):]
+  tail = tail[np.isfinite(tail)]
+  if not len(tail):
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if len(finite) else math.nan
+  return float(tail.mean())
+
+
+def run(env: str = "snake", *, searches=_common.SEARCHES, seeds: int = 3, preset: str = "quick",
+        num_simulations=None, num_particles=None, total_env_steps=None, smooth: int = 10,
+        out: str | None = None, runs_dir: str | None = None, quiet: bool = False) -> dict:
+  """Trains every `(search, seed)`; returns `{search: [rows of seed 0, rows of seed 1, ...]}`.
+
+  Writes the CSVs and the figure into `out` when given; per-run metrics and checkpoints into
+  `runs_dir/<search>_seed<k>` when given.
+  """
+  module, metric = _load(env)
+  curves: dict[str, list[list[dict]]] = {}
+  summary = []
+  for search in searches:
+    curves[search] = []
+    for seed in range(seeds):
+      overrides = dict(search=search, seed=seed, preset=preset, num_simulations=num_simulations,
+                       num_particles=num_particles, total_env_steps=total_env_steps,
+                       out=os.path.join(runs_dir, f"{search}_seed{seed}") if runs_dir else None)
+      config = _common.resolve_config(module.Config, module.PRESETS, overrides)
+      start = time.perf_counter()
+      rows = module.train(config, quiet=quiet)
+      seconds = time.perf_counter() - start
+      if env == "snake":
+        rows = smoothed(rows, metric, smooth)
+      curves[search].append(rows)
+      summary.append({"search": search, "seed": seed, "final": final_value(rows, metric),
+                      "wall_time": rows[-1]["wall_time"], "total_seconds": seconds,
+                      "env_steps": rows[-1]["env_steps"],
+                      "num_simulations": config.num_simulations,
+                      "env_id": getattr(config, "env_id", "snake")})
+      print(f"{search} seed {seed}: final {metric} {summary[-1]['final']:.3f}, "
+            f"{rows[-1]['env_steps']} env steps, {rows[-1]['wall_time']:.0f} s training")
+  y = f"{metric}_smoothed" if env == "snake" else metric
+  if out:
+    _write(out, env, preset, curves, summary, metric, y)
+  return curves
+
+
+def _cell(value):
+  return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def _write(out, env, preset, curves, summary, metric, y):
+  os.makedirs(out, exist_ok=True)
+  meta = _common.metadata([f"compare: env {env}, preset {preset}, metric {y}"])
+  keys = ["search", "seed", "iteration", "env_steps", "wall_time", metric, y, "loss",
+          "policy_loss", "value_loss", "steps_per_s"]
+  keys = list(dict.fromkeys(keys))
+  with open(os.path.join(out, "compare.csv"), "w", newline="") as f:
+    for line in meta:
+      f.write(f"# {line}\n")
+    writer = csv.writer(f)
+    writer.writerow(keys)
+    for search, runs in curves.items():
+      for seed, rows in enumerate(runs):
+        # Rows with a value of the metric, at most ~200 per run (every stride-th and the last).
+        rows = [r for r in rows if math.isfinite(r.get(y, math.nan))]
+        stride = max(1, len(rows) // 200)
+        for i, row in enumerate(rows):
+          if i % stride == stride - 1 or i == len(rows) - 1:
+            writer.writerow([search, seed] + [_cell(row.get(k, math.nan)) for k in keys[2:]])
+  per_search = []
+  for search in curves:
+    finals = np.asarray([s["final"] for s in summary if s["search"] == search])
+    walls = np.asarray([s["wall_time"] for s in summary if s["search"] == search])
+    per_search.append({
+        "search": search, "seeds": len(finals), "num_simulations": summary[0]["num_simulations"],
+        "env_steps": summary[0]["env_steps"], f"final_{metric}_mean": finals.mean(),
+        f"final_{metric}_std": finals.std(), f"final_{metric}_min": finals.min(),
+        f"final_{metric}_max": finals.max(), "wall_time_mean": walls.mean(),
+        "finals": " ".join(f"{v:.3f}" for v in finals)})
+  with open(os.path.join(out, "compare_summary.csv"), "w", newline="") as f:
+    for line in meta + ["final: mean of the metric over the last 10% of iterations of each run"]:
+      f.write(f"# {line}\n")
+    writer = csv.DictWriter(f, fieldnames=list(per_search[0]))
+    writer.writeheader()
+    writer.writerows(per_search)
+  for row in per_search:
+    print(f"{row['search']:>7s}: final {metric} {row[f'final_{metric}_mean']:.3f} "
+          f"± {row[f'final_{metric}_std']:.3f} over {row['seeds']} seeds "
+          f"(min {row[f'final_{metric}_min']:.3f}, max {row[f'final_{metric}_max']:.3f}), "
+          f"{row['wall_time_mean']:.0f} s")
+  title = (f"{'Snake' if env == 'snake' else summary[0]['env_id']} ({preset}), "
+           f"{summary[0]['num_simulations']} simulations per move: mean and min-max over seeds")
+  _common.plot_bands(curves, os.path.join(out, "compare.png"), y=y, title=title, meta=meta[:2])
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--env", choices=("snake", "pgx"), default="snake")
+  parser.add_argument("--searches", nargs="+", choices=_common.SEARCHES,
+                      default=list(_common.SEARCHES))
+  parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. SEEDS-1 per search")
+  parser.add_argument("--preset", choices=("quick", "full"), default="quick")
+  parser.add_argument("--num-simulations", type=int, default=None,
+                      help="the same budget for every search (default: the preset's)")
+  parser.add_argument("--num-particles", type=int, default=None)
+  parser.add_argument("--total-env-steps", type=int, default=None,
+                      help="per run (default: the preset's)")
+  parser.add_argument("--smooth", type=int, default=10,
+                      help="iterations averaged for the snake return curve")
+  parser.add_argument("--out", default="examples/results/compare")
+  parser.add_argument("--runs-dir", default=None,
+                      help="keep each run's metrics.csv and checkpoint under this directory")
+  parser.add_argument("--quiet", action="store_true", help="no progress bars")
+  args = parser.parse_args(argv)
+  run(args.env, searches=args.searches, seeds=args.seeds, preset=args.preset,
+      num_simulations=args.num_simulations, num_particles=args.num_particles,
+      total_env_steps=args.total_env_steps, smooth=args.smooth, out=args.out,
+      runs_dir=args.runs_dir, quiet=args.quiet)
+
+
+if __name__ == "__main__":
+  main()

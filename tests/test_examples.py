@@ -1,0 +1,173 @@
+"""Smoke tests of the examples: a few training steps of each with every search, tiny sizes.
+
+The example modules are loaded from `examples/` with importlib and registered in `sys.modules`
+(the examples import `_common` by name). Compilation dominates the run time, so every
+`(example, search)` training step is compiled once, all of them in parallel threads (XLA
+compiles outside the GIL), and shared by the tests.
+"""
+
+import concurrent.futures
+import importlib.util
+import math
+import os
+import pathlib
+import sys
+
+import pytest
+
+for _name in ("flax", "optax", "pgx", "jumanji", "tqdm", "matplotlib"):
+  pytest.importorskip(_name)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+SEARCHES = ("gumbel", "smc", "smcts", "tsmcts")
+
+
+def _load(name):
+  if name in sys.modules and getattr(sys.modules[name], "__file__", "").startswith(str(EXAMPLES)):
+    return sys.modules[name]
+  spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+common = _load("_common")
+snake = _load("snake")
+alphazero_pgx = _load("alphazero_pgx")
+
+TINY = {
+    "snake": lambda search: snake.Config(
+        search=search, num_rows=5, num_cols=5, time_limit=10, num_envs=4, rollout_length=4,
+        num_simulations=8, hidden_sizes=(16,), batch_size=8, num_updates=2,
+        total_env_steps=32),
+    "pgx": lambda search: alphazero_pgx.Config(
+        search=search, num_envs=4, rollout_length=4, num_simulations=8, hidden_sizes=(16,),
+        batch_size=8, num_updates=2, total_env_steps=32, eval_games=4),
+}
+MODULES = {"snake": snake, "pgx": alphazero_pgx}
+# Halves XLA's CPU compile time for these per-call options (the tests check behaviour, not speed).
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _compile(example, search):
+  state, step_fn = MODULES[example].setup(TINY[example](search))[:2]
+  return state, step_fn.lower(state).compile(FAST_COMPILE)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+  """`{(example, search): (initial_state, compiled step_fn)}`, compiled concurrently."""
+  keys = [(example, search) for example in MODULES for search in SEARCHES]
+  workers = max(2, min(len(keys), os.cpu_count() or 2))
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    futures = {key: pool.submit(_compile, *key) for key in keys}
+    return {key: future.result() for key, future in futures.items()}
+
+
+def _leaves_differ(a, b):
+  return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
+                                                      strict=True))
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("example", list(MODULES))
+def test_two_training_iterations_give_finite_losses_and_new_params(compiled, example, search):
+  state, step_fn = compiled[(example, search)]
+  first, metrics_1 = step_fn(state)
+  second, metrics_2 = step_fn(first)
+  for metrics in (metrics_1, metrics_2):
+    for key in ("loss", "policy_loss", "value_loss"):
+      assert math.isfinite(float(metrics[key])), (key, metrics)
+  assert _leaves_differ(state["params"], first["params"])
+  assert _leaves_differ(first["params"], second["params"])
+  # The rollout advanced the environments and the key.
+  assert _leaves_differ(state["env_state"], second["env_state"])
+  assert not np.array_equal(state["rng_key"], second["rng_key"])
+
+
+def test_checkpoint_save_then_resume_continues_bit_identically(compiled, tmp_path):
+  state, step_fn = compiled[("snake", "tsmcts")]
+  per_iteration = 4 * 4
+  rows = common.train_loop(state, step_fn, total_env_steps=2 * per_iteration,
+                           env_steps_per_iteration=per_iteration, out_dir=str(tmp_path),
+                           checkpoint_every=1, quiet=True)
+  assert [r["iteration"] for r in rows] == [1, 2]
+  after_two = step_fn(step_fn(state)[0])[0]
+  restored, info = common.load_checkpoint(str(tmp_path), state)
+  assert info["iteration"] == 2 and info["env_steps"] == 2 * per_iteration
+  assert not _leaves_differ(restored, after_two)
+
+  rows = common.train_loop(state, step_fn, total_env_steps=3 * per_iteration,
+                           env_steps_per_iteration=per_iteration, out_dir=str(tmp_path),
+                           resume=True, checkpoint_every=1, quiet=True)
+  assert [r["iteration"] for r in rows] == [1, 2, 3]
+  restored, info = common.load_checkpoint(str(tmp_path), state)
+  assert info["iteration"] == 3
+  assert not _leaves_differ(restored, step_fn(after_two)[0])
+  meta, csv_rows = common.read_csv(str(tmp_path / common.METRICS_FILE))
+  assert [r["iteration"] for r in csv_rows] == [1, 2, 3]
+  assert any(line.startswith("device:") for line in meta)
+  assert (tmp_path / common.CURVE_FILE).stat().st_size > 0
+
+
+def test_load_checkpoint_rejects_a_different_structure(compiled, tmp_path):
+  state, _ = compiled[("snake", "gumbel")]
+  common.save_checkpoint(str(tmp_path), state, {"iteration": 0})
+  with pytest.raises(ValueError, match="checkpoint"):
+    common.load_checkpoint(str(tmp_path), {"params": state["params"]})
+
+
+def test_bootstrapped_returns_by_hand():
+  # One env, three steps, gamma 0.5: the episode ends at step 1 (terminal, discount 0), a new
+  # one runs to the segment end and bootstraps with v = 4.
+  rewards = jnp.asarray([[1.0], [2.0], [3.0]])
+  discounts = jnp.asarray([[0.5], [0.0], [0.5]])
+  values_next = jnp.asarray([[9.0], [9.0], [4.0]])
+  ended = jnp.asarray([[False], [True], [False]])
+  returns = common.bootstrapped_returns(rewards, discounts, values_next, ended)
+  np.testing.assert_allclose(returns[:, 0], [1.0 + 0.5 * 2.0, 2.0, 3.0 + 0.5 * 4.0])
+
+
+def test_two_player_returns_alternate_sign():
+  # Three plies, the third wins (+1 to its mover): the movers before see -1 and +1.
+  returns = common.bootstrapped_returns(
+      jnp.asarray([[0.0], [0.0], [1.0]]), jnp.asarray([[-1.0], [-1.0], [0.0]]),
+      jnp.zeros((3, 1)), jnp.asarray([[False], [False], [True]]))
+  np.testing.assert_allclose(returns[:, 0], [1.0, -1.0, 1.0])
+
+
+def test_resolve_config_takes_preset_then_set_flags():
+  parser = common.add_common_flags(__import__("argparse").ArgumentParser(), snake.PRESETS)
+  config = common.resolve_config(snake.Config, snake.PRESETS,
+                                 parser.parse_args(["--preset", "full", "--search", "smc"]))
+  assert config.search == "smc" and config.num_rows == 12
+  assert config.num_simulations == snake.PRESETS["full"]["num_simulations"]
+  config = common.resolve_config(snake.Config, snake.PRESETS, {"num_simulations": 4})
+  assert config.preset == "quick" and config.num_simulations == 4
+
+
+def test_make_search_gumbel_is_mctx_and_ignores_num_particles():
+  import mctx
+
+  search = common.make_search("gumbel", num_particles=7)
+  assert search.func is mctx.gumbel_muzero_policy and "num_particles" not in search.keywords
+  assert common.make_search("tsmcts", num_particles=7).keywords["num_particles"] == 7
+  with pytest.raises(ValueError, match="search"):
+    common.make_search("mcts")
+
+
+def test_random_players_results_are_rates_that_sum_to_one():
+  import pgx
+
+  env = pgx.make("tic_tac_toe")
+  key = jax.random.PRNGKey(0)
+  play = jax.jit(lambda key: alphazero_pgx.play(
+      env, alphazero_pgx.random_action, alphazero_pgx.random_action, key, 16))
+  result = play.lower(key).compile(FAST_COMPILE)(key)
+  total = sum(float(result[k]) for k in ("win_rate", "draw_rate", "loss_rate"))
+  assert total == pytest.approx(1.0)
