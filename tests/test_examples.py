@@ -171,3 +171,22 @@ def test_random_players_results_are_rates_that_sum_to_one():
   result = play.lower(key).compile(FAST_COMPILE)(key)
   total = sum(float(result[k]) for k in ("win_rate", "draw_rate", "loss_rate"))
   assert total == pytest.approx(1.0)
+
+
+continuous_control = _load("continuous_control")
+
+
+@pytest.mark.parametrize("search", continuous_control.SEARCHES)
+def test_continuous_control_trains_with_every_sampled_search(search):
+  config = continuous_control.Config(
+      search=search, num_simulations=8, num_particles=4, num_candidates=4, num_envs=2,
+      hidden=8, batch_size=64, num_epochs=1)
+  state, step_fn, _, _ = continuous_control.setup(config)
+  step_fn = step_fn.lower(state).compile(FAST_COMPILE)
+  first, metrics_1 = step_fn(state)
+  second, metrics_2 = step_fn(first)
+  for metrics in (metrics_1, metrics_2):
+    for key in ("loss", "policy_loss", "value_loss", "mean_return"):
+      assert math.isfinite(float(metrics[key])), (key, metrics)
+  assert _leaves_differ(state["params"], first["params"])
+  assert _leaves_differ(first["params"], second["params"])

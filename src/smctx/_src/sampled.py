@@ -76,76 +76,55 @@ def _run(policy, params, rng_key, root, recurrent_fn, num_simulations, invalid_a
                              search_tree=output.search_tree)
 
 
-def sampled_tsmcts_policy(
-    params: mctx.Params,
-    rng_key: chex.PRNGKey,
-    root: SampledRootFnOutput,
-    recurrent_fn: Callable,
-    num_simulations: int,
-    invalid_actions: Optional[chex.Array] = None,
-    max_depth: Optional[int] = None,
-    loop_fn: mctx.LoopFn = jax.lax.fori_loop,
-    *,
-    action_sampler: Optional[Callable] = None,
-    **kwargs,
-) -> SampledPolicyOutput:
-  return _run(tsmcts.tsmcts_policy, params, rng_key, root, recurrent_fn, num_simulations,
-              invalid_actions, max_depth, loop_fn, action_sampler, kwargs)
+def _sampled_policy(policy, name: str, summary: str):
+  """The sampled-action version of a discrete policy (same engine, same code)."""
+
+  def sampled_policy(
+      params: mctx.Params,
+      rng_key: chex.PRNGKey,
+      root: SampledRootFnOutput,
+      recurrent_fn: Callable,
+      num_simulations: int,
+      invalid_actions: Optional[chex.Array] = None,
+      max_depth: Optional[int] = None,
+      loop_fn: mctx.LoopFn = jax.lax.fori_loop,
+      *,
+      action_sampler: Optional[Callable] = None,
+      **kwargs,
+  ) -> SampledPolicyOutput:
+    return _run(policy, params, rng_key, root, recurrent_fn, num_simulations, invalid_actions,
+                max_depth, loop_fn, action_sampler, kwargs)
+
+  sampled_policy.__name__ = sampled_policy.__qualname__ = name
+  sampled_policy.__doc__ = summary + _ARGS_DOC.format(name=f"`smctx.{policy.__name__}`")
+  return sampled_policy
 
 
-def sampled_smcts_policy(
-    params: mctx.Params,
-    rng_key: chex.PRNGKey,
-    root: SampledRootFnOutput,
-    recurrent_fn: Callable,
-    num_simulations: int,
-    invalid_actions: Optional[chex.Array] = None,
-    max_depth: Optional[int] = None,
-    loop_fn: mctx.LoopFn = jax.lax.fori_loop,
-    *,
-    action_sampler: Optional[Callable] = None,
-    **kwargs,
-) -> SampledPolicyOutput:
-  return _run(smcts.smcts_policy, params, rng_key, root, recurrent_fn, num_simulations,
-              invalid_actions, max_depth, loop_fn, action_sampler, kwargs)
-
-
-def sampled_smc_policy(
-    params: mctx.Params,
-    rng_key: chex.PRNGKey,
-    root: SampledRootFnOutput,
-    recurrent_fn: Callable,
-    num_simulations: int,
-    invalid_actions: Optional[chex.Array] = None,
-    max_depth: Optional[int] = None,
-    loop_fn: mctx.LoopFn = jax.lax.fori_loop,
-    *,
-    action_sampler: Optional[Callable] = None,
-    **kwargs,
-) -> SampledPolicyOutput:
-  return _run(smc.smc_policy, params, rng_key, root, recurrent_fn, num_simulations,
-              invalid_actions, max_depth, loop_fn, action_sampler, kwargs)
-
-
-sampled_tsmcts_policy.__doc__ = """Runs TSMCTS over sampled candidate actions (continuous control).
+sampled_tsmcts_policy = _sampled_policy(
+    tsmcts.tsmcts_policy, "sampled_tsmcts_policy",
+    """Runs TSMCTS over sampled candidate actions (continuous control).
 
   Sequential Halving over the `M` candidates; each candidate's group of
   particles takes it, then runs SMCTS from the successor with second actions
   sampled by `action_sampler`; the second greedification over those samples
   gives `Q(candidate)`, combined across iterations by inverse variance.
   `action_weights = softmax(prior_logits + σ(Q̃))` over the candidates.
-""" + _ARGS_DOC.format(name="`smctx.tsmcts_policy`")
+""")
 
-sampled_smcts_policy.__doc__ = """Runs SMCTS over sampled candidate actions (continuous control).
+sampled_smcts_policy = _sampled_policy(
+    smcts.smcts_policy, "sampled_smcts_policy",
+    """Runs SMCTS over sampled candidate actions (continuous control).
 
   The particles take the candidates without replacement first (Gumbel-top),
   then sample their actions from the model's policies with `action_sampler`;
   every candidate keeps a running mean of its particles' weighted returns.
-""" + _ARGS_DOC.format(name="`smctx.smcts_policy`")
+""")
 
-sampled_smc_policy.__doc__ = """Runs the SMC baseline over sampled candidate actions.
+sampled_smc_policy = _sampled_policy(
+    smc.smc_policy, "sampled_smc_policy",
+    """Runs the SMC baseline over sampled candidate actions.
 
   Root candidates are drawn from their prior, the particles then sample their
   actions with `action_sampler`; `action_weights` is the weighted occupancy of
   the candidates among the final particles.
-""" + _ARGS_DOC.format(name="`smctx.smc_policy`")
+""")

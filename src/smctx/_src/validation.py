@@ -97,11 +97,7 @@ def check_root(root, invalid_actions) -> tuple[int, int]:
     raise ValueError(
         f"root.value has shape {jnp.shape(root.value)}; expected ({batch_size},) to match "
         f"root.prior_logits {logits_shape}.")
-  for leaf in jax.tree_util.tree_leaves(root.embedding):
-    if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != batch_size:
-      raise ValueError(
-          f"root.embedding has a leaf of shape {jnp.shape(leaf)}; every leaf needs the batch "
-          f"size {batch_size} as its leading axis.")
+  check_embedding_batch(root.embedding, batch_size)
   if invalid_actions is not None:
     if jnp.shape(invalid_actions) != logits_shape:
       raise ValueError(
@@ -112,6 +108,15 @@ def check_root(root, invalid_actions) -> tuple[int, int]:
       raise ValueError(f"invalid_actions has dtype {dtype}; expected bool or an integer dtype "
                        "(nonzero/True marks an invalid action).")
   return batch_size, num_actions
+
+
+def check_embedding_batch(embedding, batch_size: int) -> None:
+  """Checks that every leaf of the root's embedding leads with the batch size."""
+  for leaf in jax.tree_util.tree_leaves(embedding):
+    if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != batch_size:
+      raise ValueError(
+          f"root.embedding has a leaf of shape {jnp.shape(leaf)}; every leaf needs the batch "
+          f"size {batch_size} as its leading axis.")
 
 
 def check_model_output(output, next_embedding, embedding, num_evaluations: int,
@@ -184,11 +189,7 @@ def check_sampled_root(root, invalid_actions) -> tuple[int, int]:
           f"axes [B, M] = [{batch_size}, {num_candidates}] (B from root.value).")
   if num_candidates < 1:
     raise ValueError("root.candidates has M = 0 candidates; expected at least one.")
-  for leaf in jax.tree_util.tree_leaves(root.embedding):
-    if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != batch_size:
-      raise ValueError(
-          f"root.embedding has a leaf of shape {jnp.shape(leaf)}; every leaf needs the batch "
-          f"size {batch_size} as its leading axis.")
+  check_embedding_batch(root.embedding, batch_size)
   expected = (batch_size, num_candidates)
   if root.prior_logits is not None:
     if jnp.shape(root.prior_logits) != expected or not _is_float_dtype(root.prior_logits):
