@@ -15,8 +15,10 @@ import sys
 
 import pytest
 
+# The examples' dependencies are the optional `examples` extra (`.ci/run` installs it); without
+# them the examples cannot be imported, so their smoke tests skip rather than fail.
 for _name in ("flax", "optax", "pgx", "jumanji", "tqdm", "matplotlib"):
-  pytest.importorskip(_name)
+  pytest.importorskip(_name, reason=f"examples need {_name}: pip install -e '.[examples]'")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
