@@ -83,18 +83,71 @@ def test_backpropagation_running_mean_of_weighted_means():
   # Huge log-weights on one action must not underflow another action's weights.
   lw1 = np.array([[0.0, np.log(3.0), -500.0, -500.0 + np.log(2.0)]])
   g1 = np.array([[1.0, 2.0, 5.0, 8.0]])
-  values = backpropagation.ActionValues.zeros(1, 1, 3)
+  values = backpropagation.ActionValues.zeros(1, 3)
   values = backpropagation.update(values, _particles(label, group, lw1, g1))
   q1 = np.array([(1 * 1 + 3 * 2) / 4, 5.0, 8.0])
-  np.testing.assert_allclose(np.asarray(values.qvalues)[0, 0], q1, rtol=1e-5)
-  np.testing.assert_array_equal(np.asarray(values.visits)[0, 0], [2, 1, 1])
+  np.testing.assert_allclose(np.asarray(values.qvalues)[0], q1, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(values.visits)[0], [2, 1, 1])
   # Second depth: action 2 lost its particles and keeps its estimate.
   label2 = np.array([[0, 1, 1, 1]])
   g2 = np.array([[4.0, 1.0, 2.0, 3.0]])
   values = backpropagation.update(values, _particles(label2, group, np.zeros((1, 4)), g2))
   expected = np.array([(2 * q1[0] + 1 * 4.0) / 3, (1 * 5.0 + 3 * 2.0) / 4, 8.0])
-  np.testing.assert_allclose(np.asarray(values.qvalues)[0, 0], expected, rtol=1e-5)
-  np.testing.assert_array_equal(np.asarray(values.visits)[0, 0], [3, 4, 1])
+  np.testing.assert_allclose(np.asarray(values.qvalues)[0], expected, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(values.visits)[0], [3, 4, 1])
+
+
+def test_tsmcts_slots_keep_the_statistics_of_every_group_and_second_action():
+  # TSMCTS backs returns up per slot (first particle of each (group, second
+  # action) pair) and spreads the slot table to [B, G, A] when an iteration
+  # ends. Reference: running weighted means kept per pair directly, in NumPy.
+  # Groups hold duplicate second actions (as when a group outnumbers the
+  # actions) and resampling within groups moves pairs between positions.
+  from smctx._src import segments
+  from smctx._src import tsmcts
+  rng = np.random.default_rng(3)
+  b, g, a = 2, 3, 4
+  group = np.stack([_groups([5, 4, 3]), _groups([2, 2, 8])])
+  n = group.shape[1]
+  second = rng.integers(0, a, size=(b, n))
+  second[1, 4:] = [0, 2, 2, 0, 0, 3, 2, 2]  # duplicates in the big group
+  slot = np.asarray(segments.first_in_segment(jnp.asarray(group * a + second, jnp.int32), g * a))
+  for i in range(b):
+    for j in range(n):
+      same = np.flatnonzero((group[i] == group[i, j]) & (second[i] == second[i, j]))
+      assert slot[i, j] == same[0]
+  values = backpropagation.ActionValues.zeros(b, n)
+  ref_q, ref_n = np.zeros((b, g, a)), np.zeros((b, g, a))
+  carried = np.broadcast_to(np.arange(n), (b, n)).copy()  # which original particle's pair
+  for step in range(4):
+    lw = rng.normal(size=(b, n)) * (30.0 if step == 2 else 1.0)
+    ret = rng.normal(size=(b, n))
+    p = _particles(np.take_along_axis(slot, carried, 1), group, lw, ret)
+    values = backpropagation.update(values, p.replace(group=jnp.asarray(group, jnp.int32)))
+    pair_second = np.take_along_axis(second, carried, 1)
+    for i in range(b):
+      for gg in range(g):
+        for aa in range(a):
+          m = (group[i] == gg) & (pair_second[i] == aa)
+          if not m.any():
+            continue
+          w = np.exp(lw[i, m] - lw[i, m].max())
+          q_t, c_t = np.sum(w * ret[i, m]) / np.sum(w), m.sum()
+          ref_q[i, gg, aa] = (ref_n[i, gg, aa] * ref_q[i, gg, aa] + c_t * q_t) / (
+              ref_n[i, gg, aa] + c_t)
+          ref_n[i, gg, aa] += c_t
+    # Resample within groups: each particle copies a random member of its group.
+    for i in range(b):
+      for j in range(n):
+        carried[i, j] = carried[i, rng.choice(np.flatnonzero(group[i] == group[i, j]))]
+  first = tsmcts.RootStep(
+      reward=jnp.zeros((b, n)), discount=jnp.zeros((b, n)), value=jnp.zeros((b, n)),
+      root_action=jnp.zeros((b, n), jnp.int32), second_label=jnp.asarray(second, jnp.int32),
+      pooled_logits=jnp.zeros((b, g, a)), pooled_value=jnp.zeros((b, g)))
+  q, visits = tsmcts._values_by_second_label(
+      values, _particles(slot, group, np.zeros((b, n)), np.zeros((b, n))), first, g)
+  np.testing.assert_array_equal(np.asarray(visits), ref_n)
+  np.testing.assert_allclose(np.asarray(q), ref_q, rtol=1e-5, atol=1e-6)
 
 
 def test_split_particles_gives_leftovers_to_best_ranked():

@@ -38,7 +38,8 @@ class EngineConfig:
   ess_threshold: fraction of the group size below which a group resamples.
   resampling_method: "systematic" or "multinomial".
   num_groups: resampling groups per root (1, or `m1` for TSMCTS).
-  num_labels: values a particle label can take (the number of actions).
+  num_labels: values a particle label can take: the number of actions (SMC,
+    SMCTS) or of slots (TSMCTS); the size of the back-propagated table.
   """
   temperature: float
   td_scale: str
@@ -85,13 +86,16 @@ class StepDiagnostics:
   nonfinite: chex.Array
 
 
-def distinct_labels_per_group(particles: Particles, num_groups: int, num_labels: int):
-  """Mean over non-empty groups of the number of distinct labels carried. `[B]`."""
-  count = segments.segment_sum_2d(jnp.ones_like(particles.value), particles.group, num_groups,
-                                  particles.label, num_labels)  # [B, G, L]
-  distinct = jnp.sum(count > 0, axis=(-2, -1))
-  groups = jnp.sum(jnp.sum(count, axis=-1) > 0, axis=-1)
-  return (distinct / jnp.maximum(groups, 1)).astype(jnp.float32)
+def distinct_labels_per_group(particles: Particles, num_labels: int):
+  """Mean over non-empty groups of the number of distinct labels carried. `[B]`.
+
+  Labels never span groups (SMC and SMCTS have one group; a TSMCTS slot
+  belongs to one group), so this is the number of labels carried over the
+  number of groups, which are contiguous along the particle axis.
+  """
+  carried = jnp.any(jax.nn.one_hot(particles.label, num_labels, dtype=bool), axis=1)  # [B, L]
+  groups = 1 + jnp.sum(particles.group[:, 1:] != particles.group[:, :-1], axis=-1)
+  return (jnp.sum(carried, axis=-1) / groups).astype(jnp.float32)
 
 
 def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scale: TDScale,
@@ -140,7 +144,7 @@ def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scal
   particles = particles.replace(action=model.sample(action_key, particles.policy))
   diagnostics = StepDiagnostics(
       ess=jnp.sum(ess, axis=-1),
-      distinct_actions=distinct_labels_per_group(particles, config.num_groups, config.num_labels),
+      distinct_actions=distinct_labels_per_group(particles, config.num_labels),
       resampled=jnp.any(group_resamples, axis=-1),
       num_resamples=jnp.sum(group_resamples, axis=-1).astype(jnp.int32),
       nonfinite=step.nonfinite)
@@ -207,10 +211,10 @@ def run_smc(params, rng_key, model, particles: Particles, num_steps: int,
 
   Each particle's label is its root action and there is one group.
   Returns `(particles, values, StepDiagnostics [B, num_steps])`, `values`
-  being the back-propagated running means `[B, num_groups, num_labels]`.
+  being the back-propagated running means `[B, num_labels]`.
   """
   batch_size = particles.value.shape[0]
-  values = backpropagation.ActionValues.zeros(batch_size, config.num_groups, config.num_labels)
+  values = backpropagation.ActionValues.zeros(batch_size, config.num_labels)
 
   def body(i, carry):
     particles, values, td_scale = carry

@@ -40,8 +40,9 @@ class Particles:
     the particle has terminated.
   log_weight: `[B, N]` log importance weight since the last resample.
   group: `[B, N]` int32 resampling group (contiguous along `N`).
-  label: `[B, N]` int32 the action whose value the particle estimates (the
-    root action for SMC/SMCTS, the second action for TSMCTS).
+  label: `[B, N]` int32 the statistic the particle's returns feed (its root
+    action for SMC/SMCTS; for TSMCTS its slot, which stands for its group and
+    second action).
   """
   embedding: chex.ArrayTree
   action: chex.ArrayTree

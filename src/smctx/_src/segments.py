@@ -55,6 +55,13 @@ def segment_max(data: chex.Array, segment_ids: chex.Array, num_segments: int,
   return jnp.take_along_axis(out, segment_ids, axis=1) if gather else out
 
 
+def first_in_segment(segment_ids: chex.Array, num_segments: int) -> chex.Array:
+  """Index of the first particle of each particle's segment, `[B, N]` int32."""
+  index = jnp.broadcast_to(jnp.arange(segment_ids.shape[1], dtype=jnp.int32), segment_ids.shape)
+  first = jax.vmap(lambda i, s: jax.ops.segment_min(i, s, num_segments))(index, segment_ids)
+  return jnp.take_along_axis(first, segment_ids, axis=1)
+
+
 def position_in_segment(segment_ids: chex.Array) -> chex.Array:
   """Index of each particle within its contiguous segment, `[B, N]` int32."""
   n = jnp.arange(segment_ids.shape[1])[None]

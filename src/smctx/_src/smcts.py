@@ -117,7 +117,7 @@ def smcts_policy(
 
   greedified = greedification.greedify(
       prior_logits=prepared.prior_logits, raw_value=prepared.value,
-      qvalues=values.qvalues[:, 0], visits=values.visits[:, 0], qtransform=qtransform,
+      qvalues=values.qvalues, visits=values.visits, qtransform=qtransform,
       invalid_actions=prepared.invalid_actions)
   action = root_lib.masked_argmax(
       prepared.gumbel + prepared.prior_logits + greedified.transformed, prepared.invalid_actions)

@@ -6,7 +6,8 @@ iteration, so the model is traced once and each step is exactly one
 
 * the first step of an iteration takes each group's candidate root action
   from the root state and *re-roots* the particles at the successor `s2`
-  (their returns restart there and their label becomes the second action);
+  (their returns restart there and their label becomes their slot: one
+    per (group, second action), `_reroot`);
 * the other steps are SMCTS steps inside each group (resampling never
   crosses groups, so a particle never changes root action);
 * the last step finalises the iteration: the second greedification gives
@@ -47,14 +48,17 @@ class RootStep:
   """What the root step of the current iteration saw, per particle `[B, N]`.
 
   reward, discount: of the root transition; value: network value at `s2`;
-  root_action: the candidate taken. pooled_logits `[B, G, A]` and
-  pooled_value `[B, G]`: the group's `s2` samples pooled as one chance node
-  (mean of the prior *probabilities* and of the values, section 8.9).
+  root_action: the candidate taken; second_label: the particle's label at
+  `s2` (its second action, or for sampled actions its position in the group).
+  pooled_logits `[B, G, L]` and pooled_value `[B, G]`: the group's `s2`
+  samples pooled as one chance node (mean of the prior *probabilities* and of
+  the values, section 8.9).
   """
   reward: chex.Array
   discount: chex.Array
   value: chex.Array
   root_action: chex.Array
+  second_label: chex.Array
   pooled_logits: chex.Array
   pooled_value: chex.Array
 
@@ -102,7 +106,7 @@ def _discrete_second_actions(particles, step, rng_key, num_groups, size, model):
   Second actions are assigned without replacement within each group
   (Gumbel-top over the group's pooled prior, as SMCTS does at its root,
   section 8.6), the particles beyond the number of plausible actions by
-  sampling from their own prior. A particle's label is its second action.
+  sampling from their own prior. The label at `s2` is the second action.
   """
   gumbel_key, sample_key = jax.random.split(rng_key)
   batch_size = particles.value.shape[0]
@@ -145,20 +149,45 @@ def _sampled_second_actions(particles, step, rng_key, num_groups, size, model):
 
 
 def _reroot(particles, step, rng_key, num_groups, model):
-  """Root step: particles move to `s2` and start an SMCTS there, inside their group."""
+  """Root step: particles move to `s2` and start an SMCTS there, inside their group.
+
+  The particles' back-propagation label becomes their *slot*: the index of
+  the first particle of the group with the same second label. A slot stands
+  for one (group, second label) pair, so `Q2` is kept in a `[B, N]` table
+  during the iteration rather than a `[B, G, L]` one (32× larger at `N = 16`,
+  `A = 32`, and updated every step), and is spread back to `[B, G, L]` once,
+  when the iteration finishes.
+  """
   size, pooled_value = _pooled_state(particles, step, num_groups)
   second_actions = (_sampled_second_actions if model.samples_second_actions
                     else _discrete_second_actions)
-  second_action, label, pooled_logits = second_actions(
+  second_action, second_label, pooled_logits = second_actions(
       particles, step, rng_key, num_groups, size, model)
+  num_second_labels = pooled_logits.shape[-1]
+  slot = segments.first_in_segment(particles.group * num_second_labels + second_label,
+                                   num_groups * num_second_labels)
   record = RootStep(reward=step.reward, discount=step.discount, value=step.value,
-                    root_action=particles.label, pooled_logits=pooled_logits,
-                    pooled_value=pooled_value)
+                    root_action=particles.label, second_label=second_label,
+                    pooled_logits=pooled_logits, pooled_value=pooled_value)
   rerooted = particles.replace(
       embedding=step.embedding, policy=step.policy, value=step.value,
       returns=jnp.zeros_like(step.value), discount_product=jnp.ones_like(step.value),
-      log_weight=jnp.zeros_like(step.value), action=second_action, label=label)
+      log_weight=jnp.zeros_like(step.value), action=second_action, label=slot)
   return rerooted, record
+
+
+def _values_by_second_label(values, particles, first, num_groups):
+  """Slot statistics `[B, N]` spread to (group, second label) `[B, G, L]`.
+
+  Every pair's visits sit on its one slot (the others of the pair are never
+  carried), so the sums copy each slot's values exactly.
+  """
+  num_second_labels = first.pooled_logits.shape[-1]
+  spread = lambda x: segments.segment_sum_2d(x, particles.group, num_groups, first.second_label,
+                                             num_second_labels)
+  visits = spread(values.visits)
+  qvalues = spread(jnp.where(values.visits > 0, values.qvalues, 0.0))
+  return qvalues, visits
 
 
 def tsmcts_policy(
@@ -253,8 +282,9 @@ def tsmcts_policy(
   gumbel_key, search_key, elimination_key = jax.random.split(rng_key, 3)
   prepared = root_lib.prepare(gumbel_key, root, invalid_actions, gumbel_scale)
   # Labels at s2: the second actions (discrete) or the particles' positions in their group.
-  num_labels = n if model.samples_second_actions else num_actions
-  config = dataclasses.replace(config, num_groups=m1, num_labels=num_labels)
+  num_second_labels = n if model.samples_second_actions else num_actions
+  # Back-propagation labels are slots (particle indices, see `_reroot`).
+  config = dataclasses.replace(config, num_groups=m1, num_labels=n)
   is_first, is_last, iteration_of_step = _schedule(layout.depths)
   depth_of_iteration = jnp.asarray(layout.depths, jnp.float32)
   keep_after_iteration = jnp.asarray(
@@ -264,7 +294,7 @@ def tsmcts_policy(
     group, root_action, _ = sequential_halving.assign_particles(score, considered, n)
     particles = root_lib.particles_at_root(prepared, model, n, root_action, group,
                                            label=root_action, params=params, rng_key=search_key)
-    values = backpropagation.ActionValues.zeros(batch_size, m1, num_labels)
+    values = backpropagation.ActionValues.zeros(batch_size, n)
     return particles, values
 
   def greedify_root(halving):
@@ -277,9 +307,10 @@ def tsmcts_policy(
     particles, values, td_scale, first, halving = carry
     # Second greedification at s2: V_SMCTS = Σ_b I(π(s2), Q2)(b)·Q̃2(b), per group.
     flat = lambda x: x.reshape((batch_size * m1,) + x.shape[2:])
+    qvalues2, visits2 = _values_by_second_label(values, particles, first, m1)
     inner = greedification.greedify(
         prior_logits=flat(first.pooled_logits), raw_value=flat(first.pooled_value),
-        qvalues=flat(values.qvalues), visits=flat(values.visits), qtransform=qtransform)
+        qvalues=flat(qvalues2), visits=flat(visits2), qtransform=qtransform)
     v_search = inner.value.reshape(batch_size, m1)
     improvement = jnp.take_along_axis(v_search - first.pooled_value, particles.group, axis=1)
     # Q_i(a): group mean of r + discount·(v(s2) + V_SMCTS − pooled v(s2)); with a
@@ -316,7 +347,7 @@ def tsmcts_policy(
       rerooted, record = _reroot(particles, step, step_key, m1, model)
       diag = engine.StepDiagnostics(
           ess=jnp.full((batch_size,), float(n)),
-          distinct_actions=engine.distinct_labels_per_group(rerooted, m1, num_labels),
+          distinct_actions=engine.distinct_labels_per_group(rerooted, n),
           resampled=jnp.zeros((batch_size,), bool),
           num_resamples=jnp.zeros((batch_size,), jnp.int32), nonfinite=step.nonfinite)
       return engine.match_varying((rerooted, values, td_scale, record, diag), carry, step)
@@ -344,7 +375,8 @@ def tsmcts_policy(
   zeros_n = jnp.zeros((batch_size, n), jnp.float32)
   first = RootStep(reward=zeros_n, discount=zeros_n, value=zeros_n,
                    root_action=jnp.zeros((batch_size, n), jnp.int32),
-                   pooled_logits=jnp.zeros((batch_size, m1, num_labels), jnp.float32),
+                   second_label=jnp.zeros((batch_size, n), jnp.int32),
+                   pooled_logits=jnp.zeros((batch_size, m1, num_second_labels), jnp.float32),
                    pooled_value=jnp.zeros((batch_size, m1), jnp.float32))
   carry = (particles, values, engine.TDScale.zeros(batch_size), first, halving)
   (_, _, _, _, halving), diagnostics = engine.run_steps(
