@@ -167,7 +167,8 @@ def test_inverse_variance_combination():
   np.testing.assert_allclose(np.asarray(n)[0], [6, 3, 1])
 
 
-def test_sample_actions_matches_the_softmax_and_never_draws_zero_probability_actions():
+@pytest.mark.parametrize("padding", [0, 200])  # 7 actions (matrix-product CDF) or 207 (cumsum)
+def test_sample_actions_matches_the_softmax_and_never_draws_zero_probability_actions(padding):
   # Frequencies of 200k draws against softmax(logits) computed here; the
   # zero-probability actions (a very low finite logit, as masked actions get)
   # sit first, in the middle and last, where an off-by-one of the inverse CDF
@@ -175,9 +176,12 @@ def test_sample_actions_matches_the_softmax_and_never_draws_zero_probability_act
   low = float(jnp.finfo(jnp.float32).min)
   logits = jnp.array([[low, 0.3, -1.0, low, 2.0, 0.0, low],
                       [low, low, low, 0.0, low, low, low]], jnp.float32)
-  draws = particles_lib.sample_actions(jax.random.PRNGKey(0),
-                                       jnp.broadcast_to(logits[:, None], (2, 100_000, 7)))
-  freq = np.stack([np.bincount(np.asarray(d), minlength=7) / d.shape[0] for d in draws])
+  logits = jnp.concatenate([logits, jnp.full((2, padding), low)], axis=1)
+  num_actions = logits.shape[1]
+  draws = particles_lib.sample_actions(
+      jax.random.PRNGKey(0), jnp.broadcast_to(logits[:, None], (2, 100_000, num_actions)))
+  freq = np.stack([np.bincount(np.asarray(d), minlength=num_actions) / d.shape[0]
+                   for d in draws])
   expected = np.exp(np.where(np.asarray(logits) == low, -np.inf, np.asarray(logits)))
   expected /= expected.sum(-1, keepdims=True)
   np.testing.assert_allclose(freq, expected, atol=0.005)
