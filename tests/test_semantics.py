@@ -369,13 +369,21 @@ def test_same_key_gives_bit_identical_search(name):
 
 @pytest.mark.parametrize("name", list(POLICIES))
 def test_different_keys_give_different_searches(name):
+  # Over four pairs of keys, the share of rows (with a choice to make) whose
+  # weights differ. A search that ignored its key would give 0. SMC's
+  # weights are an occupancy that often collapses onto one action (path
+  # degeneracy), identical under both keys: about half its rows differ
+  # (0.23-0.69 per pair over 6 pairs), against 0.85-1.0 for SMCTS/TSMCTS.
   root, invalid = _noisy_inputs()
   search = _noisy_search(name)
-  outs = [search(jax.random.key(seed), root, invalid) for seed in (1, 2)]
-  weights = [np.asarray(o.action_weights) for o in outs]
   rows = np.asarray(~invalid.all(-1) & (jnp.sum(~invalid, -1) > 1))
-  differs = np.any(np.abs(weights[0] - weights[1]) > 1e-6, axis=-1)
-  assert differs[rows].mean() > 0.5, differs
+  shares = []
+  for seed in (1, 3, 5, 7):
+    outs = [search(jax.random.key(s), root, invalid) for s in (seed, seed + 1)]
+    weights = [np.asarray(o.action_weights) for o in outs]
+    differs = np.any(np.abs(weights[0] - weights[1]) > 1e-6, axis=-1)
+    shares.append(differs[rows].mean())
+  assert np.mean(shares) > (0.3 if name == "smc" else 0.7), shares
 
 
 @pytest.mark.parametrize("name", list(POLICIES))

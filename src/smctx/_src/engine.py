@@ -98,18 +98,30 @@ def distinct_labels_per_group(particles: Particles, num_labels: int):
   return (jnp.sum(carried, axis=-1) / groups).astype(jnp.float32)
 
 
+def step_keys(rng_key: chex.PRNGKey, num_steps: int) -> chex.Array:
+  """The keys of every step, `[num_steps, 3]`: the model's, resampling's, the next actions'.
+
+  Split once before the loop: on CPU each `split`/`fold_in` is a small
+  threefry loop of its own, and three of them per step cost as much as the
+  rest of a step's bookkeeping at small batch sizes. `O(num_steps)` keys, like
+  the per-step diagnostics.
+  """
+  return jax.random.split(rng_key, (num_steps, 3))
+
+
 def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scale: TDScale,
-             step: ModelStep, rng_key: chex.PRNGKey, config: EngineConfig,
+             step: ModelStep, rng_keys: chex.Array, config: EngineConfig,
              allow_resample: chex.Array, model):
   """One depth step after the model call `step`.
 
+  `rng_keys`: two keys, for resampling and for the next actions (`step_keys`).
   `model` (an action model, `actions.py`) draws every particle's next action.
 
   Returns `(particles, values, td_scale, StepDiagnostics)`. Resampling is
   skipped where `allow_resample` is False (the last step of an SMC run:
   resampling then only adds noise, `algorithms.md` section 8.4).
   """
-  resample_key, action_key = jax.random.split(rng_key)
+  resample_key, action_key = rng_keys[0], rng_keys[1]
   # Weighting: TD advantage, optionally in units of its running spread.
   delta = particles_lib.td_log_weight_increment(particles, step, 1.0)
   if config.td_scale == "running":
@@ -215,13 +227,13 @@ def run_smc(params, rng_key, model, particles: Particles, num_steps: int,
   """
   batch_size = particles.value.shape[0]
   values = backpropagation.ActionValues.zeros(batch_size, config.num_labels)
+  keys = step_keys(rng_key, num_steps)
 
   def body(i, carry):
     particles, values, td_scale = carry
-    model_key, step_key = jax.random.split(jax.random.fold_in(rng_key, i))
-    step = particles_lib.mutate(params, model_key, model, particles.action, particles.embedding)
+    step = particles_lib.mutate(params, keys[i, 0], model, particles.action, particles.embedding)
     particles, values, td_scale, diag = smc_step(
-        particles, values, td_scale, step, step_key, config, allow_resample=i < num_steps - 1,
+        particles, values, td_scale, step, keys[i, 1:], config, allow_resample=i < num_steps - 1,
         model=model)
     return (particles, values, td_scale), diag
 

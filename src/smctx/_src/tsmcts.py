@@ -100,7 +100,7 @@ def _pooled_state(particles, step, num_groups):
   return size, pooled_value
 
 
-def _discrete_second_actions(particles, step, rng_key, num_groups, size, model):
+def _discrete_second_actions(particles, step, rng_keys, num_groups, size, model):
   """Second actions of discrete TSMCTS and the pooled prior at `s2` `[B, G, A]`.
 
   Second actions are assigned without replacement within each group
@@ -108,7 +108,7 @@ def _discrete_second_actions(particles, step, rng_key, num_groups, size, model):
   section 8.6), the particles beyond the number of plausible actions by
   sampling from their own prior. The label at `s2` is the second action.
   """
-  gumbel_key, sample_key = jax.random.split(rng_key)
+  gumbel_key, sample_key = rng_keys[0], rng_keys[1]
   batch_size = particles.value.shape[0]
   num_actions = step.policy.shape[-1]
   probs = jax.nn.softmax(step.policy, axis=-1)
@@ -131,7 +131,7 @@ def _discrete_second_actions(particles, step, rng_key, num_groups, size, model):
   return second_action, second_action, pooled_logits
 
 
-def _sampled_second_actions(particles, step, rng_key, num_groups, size, model):
+def _sampled_second_actions(particles, step, rng_keys, num_groups, size, model):
   """Second actions of sampled TSMCTS and the pooled prior over them `[B, G, L]`.
 
   Each particle draws its own second action from the policy at its `s2` and
@@ -141,14 +141,14 @@ def _sampled_second_actions(particles, step, rng_key, num_groups, size, model):
   """
   del num_groups
   num_labels = particles.value.shape[1]
-  second_action = model.sample(rng_key, step.policy)
+  second_action = model.sample(rng_keys[0], step.policy)
   label = segments.position_in_segment(particles.group)
   unused = jnp.arange(num_labels) >= size[..., None]  # [B, G, L]
   pooled_logits = greedification.mask_logits(jnp.zeros(unused.shape, jnp.float32), unused)
   return second_action, label, pooled_logits
 
 
-def _reroot(particles, step, rng_key, num_groups, model):
+def _reroot(particles, step, rng_keys, num_groups, model):
   """Root step: particles move to `s2` and start an SMCTS there, inside their group.
 
   The particles' back-propagation label becomes their *slot*: the index of
@@ -162,7 +162,7 @@ def _reroot(particles, step, rng_key, num_groups, model):
   second_actions = (_sampled_second_actions if model.samples_second_actions
                     else _discrete_second_actions)
   second_action, second_label, pooled_logits = second_actions(
-      particles, step, rng_key, num_groups, size, model)
+      particles, step, rng_keys, num_groups, size, model)
   num_second_labels = pooled_logits.shape[-1]
   slot = segments.first_in_segment(particles.group * num_second_labels + second_label,
                                    num_groups * num_second_labels)
@@ -280,6 +280,7 @@ def tsmcts_policy(
   n, m1 = layout.num_particles, layout.num_considered
   num_iterations = len(layout.depths)
   gumbel_key, search_key, elimination_key = jax.random.split(rng_key, 3)
+  keys = engine.step_keys(search_key, layout.num_steps)
   prepared = root_lib.prepare(gumbel_key, root, invalid_actions, gumbel_scale)
   # Labels at s2: the second actions (discrete) or the particles' positions in their group.
   num_second_labels = n if model.samples_second_actions else num_actions
@@ -340,11 +341,10 @@ def tsmcts_policy(
 
   def body(i, carry):
     particles, values, td_scale, first, halving = carry
-    model_key, step_key = jax.random.split(jax.random.fold_in(search_key, i))
-    step = particles_lib.mutate(params, model_key, model, particles.action, particles.embedding)
+    step = particles_lib.mutate(params, keys[i, 0], model, particles.action, particles.embedding)
 
     def root_step(_):
-      rerooted, record = _reroot(particles, step, step_key, m1, model)
+      rerooted, record = _reroot(particles, step, keys[i, 1:], m1, model)
       diag = engine.StepDiagnostics(
           ess=jnp.full((batch_size,), float(n)),
           distinct_actions=engine.distinct_labels_per_group(rerooted, n),
@@ -353,7 +353,7 @@ def tsmcts_policy(
       return engine.match_varying((rerooted, values, td_scale, record, diag), carry, step)
 
     def inner_step(_):
-      p, v, td, diag = engine.smc_step(particles, values, td_scale, step, step_key, config,
+      p, v, td, diag = engine.smc_step(particles, values, td_scale, step, keys[i, 1:], config,
                                        allow_resample=~is_last[i], model=model)
       return engine.match_varying((p, v, td, first, diag), carry, step)
 
