@@ -31,7 +31,8 @@ class SearchDiagnostics:
   distinct_actions: `[B, S]` after each step's resampling: for SMC/SMCTS the
     number of distinct root actions carried by the particles (path
     degeneracy shows as this falling to 1); for TSMCTS the mean over live
-    candidates of the distinct second actions carried inside each group.
+    candidates of the distinct second actions carried inside each group (0 at
+    the root step of an iteration of one step, which takes no second action).
   resampled: `[B, S]` bool, whether any group of the root resampled at the step.
   num_resamples: `[B]` int32, resampling events (group-level for TSMCTS).
   particles_per_action: `[B, K, A]` int32, particles given to each root action

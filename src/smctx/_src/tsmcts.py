@@ -176,6 +176,34 @@ def _reroot(particles, step, rng_keys, num_groups, model):
   return rerooted, record
 
 
+def _record_root_step(particles, step, num_groups, num_second_labels):
+  """Root step of a one-step iteration: what `finish_iteration` needs, no second actions.
+
+  The iteration ends with this step and its particles go back to the root, so
+  they take no second action and the inner search is empty (`V_SMCTS` is the
+  pooled value). The particles are returned as they were.
+  """
+  _, pooled_value = _pooled_state(particles, step, num_groups)
+  batch_size, num_particles = step.value.shape
+  record = RootStep(reward=step.reward, discount=step.discount, value=step.value,
+                    root_action=particles.label,
+                    second_label=jnp.zeros((batch_size, num_particles), jnp.int32),
+                    pooled_logits=jnp.zeros((batch_size, num_groups, num_second_labels),
+                                            jnp.float32),
+                    pooled_value=pooled_value)
+  return particles, record
+
+
+def _static_or_cond(flags, index, if_true, if_false, *references):
+  """`if_true()` where `flags[index]`, else `if_false()`; no `lax.cond` when `flags` is constant."""
+  if all(flags):
+    return if_true()
+  if not any(flags):
+    return if_false()
+  branch = lambda fn: lambda: engine.match_varying(fn(), *references)
+  return jax.lax.cond(jnp.asarray(flags)[index], branch(if_true), branch(if_false))
+
+
 def _values_by_second_label(values, particles, first, num_groups):
   """Slot statistics `[B, N]` spread to (group, second label) `[B, G, L]`.
 
@@ -287,6 +315,9 @@ def tsmcts_policy(
   # Back-propagation labels are slots (particle indices, see `_reroot`).
   config = dataclasses.replace(config, num_groups=m1, num_labels=n)
   is_first, is_last, iteration_of_step = _schedule(layout.depths)
+  # Iterations of one step take no second action and have no inner search.
+  one_step_iteration = tuple(depth == 1 for depth in layout.depths)
+  in_one_step_iteration = tuple(depth == 1 for depth in layout.depths for _ in range(depth))
   depth_of_iteration = jnp.asarray(layout.depths, jnp.float32)
   keep_after_iteration = jnp.asarray(
       [-(-m // 2) for m in layout.considered_per_iteration], jnp.int32)
@@ -306,13 +337,18 @@ def tsmcts_policy(
 
   def finish_iteration(carry, iteration):
     particles, values, td_scale, first, halving = carry
-    # Second greedification at s2: V_SMCTS = Σ_b I(π(s2), Q2)(b)·Q̃2(b), per group.
-    flat = lambda x: x.reshape((batch_size * m1,) + x.shape[2:])
-    qvalues2, visits2 = _values_by_second_label(values, particles, first, m1)
-    inner = greedification.greedify(
-        prior_logits=flat(first.pooled_logits), raw_value=flat(first.pooled_value),
-        qvalues=flat(qvalues2), visits=flat(visits2), qtransform=qtransform)
-    v_search = inner.value.reshape(batch_size, m1)
+    def second_greedification():
+      # V_SMCTS = Σ_b I(π(s2), Q2)(b)·Q̃2(b), per group.
+      flat = lambda x: x.reshape((batch_size * m1,) + x.shape[2:])
+      qvalues2, visits2 = _values_by_second_label(values, particles, first, m1)
+      inner = greedification.greedify(
+          prior_logits=flat(first.pooled_logits), raw_value=flat(first.pooled_value),
+          qvalues=flat(qvalues2), visits=flat(visits2), qtransform=qtransform)
+      return inner.value.reshape(batch_size, m1)
+
+    # An iteration of one step has no inner search: V_SMCTS is the pooled value.
+    v_search = _static_or_cond(one_step_iteration, iteration, lambda: first.pooled_value,
+                               second_greedification, carry)
     improvement = jnp.take_along_axis(v_search - first.pooled_value, particles.group, axis=1)
     # Q_i(a): group mean of r + discount·(v(s2) + V_SMCTS − pooled v(s2)); with a
     # deterministic model this is exactly r + discount·V_SMCTS(s2).
@@ -344,10 +380,19 @@ def tsmcts_policy(
     step = particles_lib.mutate(params, keys[i, 0], model, particles.action, particles.embedding)
 
     def root_step(_):
-      rerooted, record = _reroot(particles, step, keys[i, 1:], m1, model)
+      def reroot():
+        rerooted, record = _reroot(particles, step, keys[i, 1:], m1, model)
+        return rerooted, record, engine.distinct_labels_per_group(rerooted, n)
+
+      def record_only():
+        rerooted, record = _record_root_step(particles, step, m1, num_second_labels)
+        return rerooted, record, jnp.zeros((batch_size,), jnp.float32)
+
+      rerooted, record, distinct = _static_or_cond(in_one_step_iteration, i, record_only, reroot,
+                                                   carry, step)
       diag = engine.StepDiagnostics(
           ess=jnp.full((batch_size,), float(n)),
-          distinct_actions=engine.distinct_labels_per_group(rerooted, n),
+          distinct_actions=distinct,
           resampled=jnp.zeros((batch_size,), bool),
           num_resamples=jnp.zeros((batch_size,), jnp.int32), nonfinite=step.nonfinite)
       return engine.match_varying((rerooted, values, td_scale, record, diag), carry, step)
