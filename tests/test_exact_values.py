@@ -329,6 +329,40 @@ def test_tsmcts_two_step_tree_second_greedification(depth):
                              np.full(batch, np.sum(expected_w * expected_q)), rtol=0, atol=1e-5)
 
 
+def test_tsmcts_two_step_tree_mixed_layout_combines_one_step_and_deeper_iterations():
+  """27 simulations, N = 9, K = 2 give `T_SH = (1, 2)`: both kinds of iteration in one search.
+
+  Iteration 1 (one step, no inner search): `Q_1(a) = r1(a) + v2(a)` from 3
+  particles each. Iteration 2 (two steps): the two best by `logits + c·Q_1`
+  get 5 and 4 particles and `Q_2(a) = r1(a) + Σ_b softmax(logits2 + c·R2)·R2`.
+  `Q_SH` is the particle-weighted mean of the two for the survivors, `Q_1`
+  for the eliminated action; visits are `3·1 + n_2·2`.
+  """
+  n = 9
+  recurrent_fn = two_step_model(TREE_R1, TREE_V2, TREE_LOGITS2, TREE_R2)
+  search = jit_policy(smctx.tsmcts_policy, recurrent_fn, num_simulations=27, num_particles=n,
+                      gumbel_scale=0.0, qtransform=linear_qtransform(TREE_C))
+  batch = 2
+  out = search(jax.random.PRNGKey(5), tree_root(TREE_LOGITS0, TREE_V0, batch))
+  np.testing.assert_array_equal(np.asarray(out.search_tree.extra_data.depth),
+                                np.broadcast_to([1, 2], (batch, 2)))
+  q, visits = summary_np(out)
+
+  q1 = TREE_R1 + TREE_V2
+  q2 = TREE_R1 + np.sum(np_softmax(TREE_LOGITS2 + TREE_C * TREE_R2) * TREE_R2, -1)
+  order = np.argsort(-(TREE_LOGITS0 + TREE_C * q1))
+  n2 = np.zeros(3)
+  n2[order[0]], n2[order[1]] = 5, 4
+  expected_q = (3 * q1 + n2 * q2) / (3 + n2)
+  np.testing.assert_allclose(q, np.broadcast_to(expected_q, (batch, 3)), rtol=0, atol=1e-5)
+  np.testing.assert_array_equal(visits, np.broadcast_to(3 + 2 * n2, (batch, 3)))
+  score = TREE_LOGITS0 + TREE_C * expected_q
+  np.testing.assert_allclose(np.asarray(out.action_weights),
+                             np.broadcast_to(np_softmax(score), (batch, 3)), rtol=0, atol=1e-5)
+  survivor = order[:2][np.argmax(score[order[:2]])]
+  np.testing.assert_array_equal(np.asarray(out.action), np.full(batch, survivor))
+
+
 def test_tsmcts_two_step_tree_default_qtransform_at_both_levels():
   """mctx's default qtransform at the root and at s2, everything by hand.
 

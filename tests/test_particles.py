@@ -14,11 +14,13 @@ def _groups(sizes):
   return np.repeat(np.arange(len(sizes)), sizes)
 
 
+@pytest.mark.parametrize("scale", [1, 13])  # 16 particles, or 208 (searchsorted's scan branch)
 @pytest.mark.parametrize("method", ["systematic", "multinomial"])
-def test_resampling_never_crosses_groups(method):
+def test_resampling_never_crosses_groups(method, scale):
   rng = np.random.default_rng(0)
-  group = jnp.asarray(np.stack([_groups([3, 5, 1, 7]), _groups([8, 8, 0, 0])]), jnp.int32)
-  log_weight = jnp.asarray(rng.normal(size=(2, 16)) * 3, jnp.float32)
+  group = jnp.asarray(np.stack([_groups([3 * scale, 5 * scale, 1 * scale, 7 * scale]),
+                                _groups([8 * scale, 8 * scale, 0, 0])]), jnp.int32)
+  log_weight = jnp.asarray(rng.normal(size=(2, 16 * scale)) * 3, jnp.float32)
   for seed in range(20):
     anc = np.asarray(particles_lib.resampling_ancestors(
         jax.random.PRNGKey(seed), log_weight, group, 4, method))

@@ -20,7 +20,6 @@ import jax.numpy as jnp
 
 from smctx._src import backpropagation
 from smctx._src import particles as particles_lib
-from smctx._src import segments
 from smctx._src import validation
 from smctx._src.particles import ModelStep, Particles
 

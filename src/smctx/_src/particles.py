@@ -208,8 +208,8 @@ def resampling_ancestors(rng_key, log_weight, group, num_groups, method: str) ->
   # Up to 128 particles per root, compare all positions with all CDF entries
   # (`O(N²)`, vectorised); XLA's default is a while loop of `log2 N` steps,
   # each a few small kernels, which cost more than the comparisons on CPU.
-  method = "compare_all" if num_particles <= 128 else "scan"
-  ancestors = jax.vmap(lambda c, p: jnp.searchsorted(c, p, method=method))(cdf, positions)
+  search_method = "compare_all" if num_particles <= 128 else "scan"
+  ancestors = jax.vmap(lambda c, p: jnp.searchsorted(c, p, method=search_method))(cdf, positions)
   # Float round-off at group boundaries must never move a particle across groups.
   return jnp.clip(ancestors, start, end).astype(jnp.int32)
 

@@ -7,11 +7,12 @@ iteration, so the model is traced once and each step is exactly one
 * the first step of an iteration takes each group's candidate root action
   from the root state and *re-roots* the particles at the successor `s2`
   (their returns restart there and their label becomes their slot: one
-    per (group, second action), `_reroot`);
+  per (group, second action), `_reroot`);
 * the other steps are SMCTS steps inside each group (resampling never
   crosses groups, so a particle never changes root action);
 * the last step finalises the iteration: the second greedification gives
-  `V_SMCTS(s2)`, `Q_i(a) = r + discount·V_SMCTS(s2)` enters the
+  `V_SMCTS(s2)` (an iteration of one step has no inner search and takes the
+  pooled value `v̄(s2)`), `Q_i(a) = r + discount·V_SMCTS(s2)` enters the
   inverse-variance combination `Q_SH`, the candidates are halved by
   `g + logits + σ(Q̃_SH)`, and the particles return to the root split over the
   survivors.
@@ -164,8 +165,11 @@ def _reroot(particles, step, rng_keys, num_groups, model):
   second_action, second_label, pooled_logits = second_actions(
       particles, step, rng_keys, num_groups, size, model)
   num_second_labels = pooled_logits.shape[-1]
-  slot = segments.first_in_segment(particles.group * num_second_labels + second_label,
-                                   num_groups * num_second_labels)
+  if model.samples_second_actions:  # labels are positions in the group: every slot is its own
+    slot = jnp.broadcast_to(jnp.arange(second_label.shape[1], dtype=jnp.int32), second_label.shape)
+  else:
+    slot = segments.first_in_segment(particles.group * num_second_labels + second_label,
+                                     num_groups * num_second_labels)
   record = RootStep(reward=step.reward, discount=step.discount, value=step.value,
                     root_action=particles.label, second_label=second_label,
                     pooled_logits=pooled_logits, pooled_value=pooled_value)
