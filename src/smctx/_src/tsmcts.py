@@ -170,9 +170,7 @@ def _reroot(particles, step, rng_keys, num_groups, model):
   else:
     slot = segments.first_in_segment(particles.group * num_second_labels + second_label,
                                      num_groups * num_second_labels)
-  record = RootStep(reward=step.reward, discount=step.discount, value=step.value,
-                    root_action=particles.label, second_label=second_label,
-                    pooled_logits=pooled_logits, pooled_value=pooled_value)
+  record = _root_record(particles, step, second_label, pooled_logits, pooled_value)
   rerooted = particles.replace(
       embedding=step.embedding, policy=step.policy, value=step.value,
       returns=jnp.zeros_like(step.value), discount_product=jnp.ones_like(step.value),
@@ -188,14 +186,18 @@ def _record_root_step(particles, step, num_groups, num_second_labels):
   pooled value). The particles are returned as they were.
   """
   _, pooled_value = _pooled_state(particles, step, num_groups)
-  batch_size, num_particles = step.value.shape
-  record = RootStep(reward=step.reward, discount=step.discount, value=step.value,
-                    root_action=particles.label,
-                    second_label=jnp.zeros((batch_size, num_particles), jnp.int32),
-                    pooled_logits=jnp.zeros((batch_size, num_groups, num_second_labels),
-                                            jnp.float32),
-                    pooled_value=pooled_value)
+  batch_size = step.value.shape[0]
+  no_second_labels = jnp.zeros((batch_size, num_groups, num_second_labels), jnp.float32)
+  record = _root_record(particles, step, jnp.zeros_like(particles.label), no_second_labels,
+                        pooled_value)
   return particles, record
+
+
+def _root_record(particles, step, second_label, pooled_logits, pooled_value) -> RootStep:
+  """What the iteration keeps of its root step (particles still labelled by root action)."""
+  return RootStep(reward=step.reward, discount=step.discount, value=step.value,
+                  root_action=particles.label, second_label=second_label,
+                  pooled_logits=pooled_logits, pooled_value=pooled_value)
 
 
 def _static_or_cond(flags, index, if_true, if_false, *references):
