@@ -1,0 +1,256 @@
+"""Default layouts spend the budget (issue 12, item 4).
+
+A width `N` spends `N·(num_simulations // N)` evaluations; a width forced up
+to the number of actions (SMC/SMCTS) or of root candidates (TSMCTS) used to
+lose up to half the budget (SMCTS, 64 actions, budget 127: 64 evaluations).
+The arithmetic is checked on a dense grid; a subset runs the real searches
+with a model that counts the rows it is called with.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.extend
+import jax.experimental
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from smctx import tabular
+from smctx._src import budget
+from tests.policies import POLICIES
+
+BUDGETS = range(16, 1025)
+NUM_ACTIONS = (2, 3, 4, 5, 7, 8, 9, 16, 17, 32, 64, 82, 128, 200, 362)
+MAX_CONSIDERED = 16  # tsmcts_policy's default max_num_considered_actions
+# TSMCTS keeps its `m1` root candidates before spending the budget: on the
+# grid, these (num_simulations, num_actions) spend under 90% (budget.py's
+# module docstring), all at budgets under 32.
+TSMCTS_KEEPS_CANDIDATES = {(17, 5), (17, 7), (17, 8), (27, 9), (28, 9), (29, 9), (30, 9),
+                           (31, 9)}
+
+
+def smc_default(num_simulations, num_actions, max_depth=None):
+  return budget.smc_layout(num_simulations, num_actions, None, max_depth, True)
+
+
+def tsmcts_default(num_simulations, num_actions, max_depth=None):
+  return budget.tsmcts_layout(num_simulations, num_actions, None, MAX_CONSIDERED, max_depth)
+
+
+def spends_90_percent(layout, num_simulations):
+  return 10 * layout.num_evaluations >= 9 * num_simulations
+
+
+@pytest.mark.parametrize("max_depth", [None, 1, 3])
+def test_smc_default_layouts_spend_the_budget(max_depth):
+  for num_actions in NUM_ACTIONS:
+    for num_simulations in BUDGETS:
+      layout = smc_default(num_simulations, num_actions, max_depth)
+      n = layout.num_particles
+      context = (num_simulations, num_actions, max_depth, layout)
+      assert layout.num_evaluations <= num_simulations, context
+      # At every budget, not only at num_simulations >= 2·A.
+      assert spends_90_percent(layout, num_simulations), context
+      # The design's lower bounds on the width: one particle per action, and
+      # never narrower than the target depth's width (the width only grows).
+      depth = 8 if max_depth is None else min(8, max_depth)
+      assert n >= min(num_actions, num_simulations), context
+      assert n >= num_simulations // depth, context
+      assert layout.depths == (num_simulations // n if max_depth is None
+                               else min(num_simulations // n, max_depth),), context
+
+
+@pytest.mark.parametrize("max_depth", [None, 1, 3])
+def test_tsmcts_default_layouts_spend_the_budget(max_depth):
+  under_90 = set()
+  for num_actions in NUM_ACTIONS:
+    m1 = min(MAX_CONSIDERED, num_actions)
+    k = budget.num_halving_iterations(m1)
+    for num_simulations in BUDGETS:
+      layout = tsmcts_default(num_simulations, num_actions, max_depth)
+      n = layout.num_particles
+      context = (num_simulations, num_actions, max_depth, layout)
+      assert layout.num_evaluations <= num_simulations, context
+      assert min(layout.depths) >= 1, context
+      if max_depth is not None:
+        assert max(layout.depths) <= max_depth, context
+      if num_simulations >= 2 * num_actions and not spends_90_percent(layout, num_simulations):
+        under_90.add((num_simulations, num_actions))
+      # The design: every candidate when the budget gives each iteration a
+      # step, two particles per candidate when it gives them two; the width
+      # only grows from the one of the target depth.
+      if m1 * k <= num_simulations:
+        assert layout.num_considered == m1, context
+        assert len(layout.depths) == k, context
+        assert n >= m1, context
+        target = 3 if max_depth is None else min(3, max_depth)
+        assert n >= num_simulations // (k * target), context
+      if 2 * m1 * k <= num_simulations:
+        assert n >= 2 * m1, context
+  if max_depth is None or max_depth >= 2:
+    assert under_90 == TSMCTS_KEEPS_CANDIDATES
+  else:
+    # One step per iteration: a budget under m1·K leaves little choice.
+    assert all(s < 36 for s, _ in under_90), sorted(under_90)
+
+
+@pytest.mark.parametrize("num_simulations,num_actions,smc_width,tsmcts_width", [
+    (127, 64, 127, 18),  # SMC/SMCTS spent 64 (N = 64, one step), TSMCTS 112 (N = 16)
+    (23, 4, 7, 11),  # SMC/SMCTS spent 20 (N = 4), TSMCTS 16 (N = 8, two steps)
+    (599, 200, 299, 49),  # SMC/SMCTS spent 400 (N = 200); TSMCTS's layout is unchanged
+])
+def test_previously_underspent_layouts(num_simulations, num_actions, smc_width,
+                                       tsmcts_width):
+  smc = smc_default(num_simulations, num_actions)
+  tsmcts = tsmcts_default(num_simulations, num_actions)
+  assert smc.num_particles == smc_width
+  assert tsmcts.num_particles == tsmcts_width
+  assert spends_90_percent(smc, num_simulations)
+  assert spends_90_percent(tsmcts, num_simulations)
+
+
+def test_explicit_width_is_honoured():
+  """Only the default width moves: an explicit one stays as asked."""
+  assert budget.smc_layout(127, 64, 64, None, True).num_particles == 64
+  assert budget.tsmcts_layout(23, 4, 8, MAX_CONSIDERED, None).num_particles == 8
+
+
+# Counting the rows `recurrent_fn` is called with.
+
+
+class RowCounter:
+  """Counts the rows of every `recurrent_fn` call, at run time or from the program.
+
+  The wrapped `recurrent_fn` passes its actions to an unordered
+  `io_callback`. Called on `[B·N]` flattened particles the callback sees
+  them at once; lifted over the particle axis with `jax.vmap` (`[B]` rows per
+  slice) it is mapped with `lax.map` and sees each slice. Either way:
+
+  * at run time, the rows it receives add up to `B·N` per step (`rows`);
+  * in the traced program (`static_rows`), each callback's operand size
+    times the lengths of the `scan`s around it (the depth loop, `fori_loop`
+    with static bounds, and `lax.map`'s) is the same count, without
+    compiling. A callback under a `while` or `cond` has no static count.
+
+  `test_row_counter_flat_and_vmapped` checks both on both kinds of call.
+  """
+
+  def __init__(self):
+    self.rows = 0
+
+  def _record(self, action):
+    self.rows += int(np.size(action))
+    return np.zeros((), np.int32)
+
+  def wrap(self, recurrent_fn):
+    def counted(params, rng_key, action, embedding):
+      jax.experimental.io_callback(self._record, jax.ShapeDtypeStruct((), jnp.int32), action,
+                                   ordered=False)
+      return recurrent_fn(params, rng_key, action, embedding)
+    return counted
+
+  @staticmethod
+  def static_rows(fn, *args) -> int:
+    """Rows the counted `recurrent_fn` is called with when `fn(*args)` runs."""
+    return _callback_rows(jax.make_jaxpr(fn)(*args).jaxpr, 1, ())
+
+
+def _callback_rows(jaxpr, repeats: int, path: tuple[str, ...]) -> int:
+  rows = 0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == "io_callback":
+      assert not {"while", "cond"} & set(path), path
+      rows += repeats * math.prod(eqn.invars[0].aval.shape)
+    inner = repeats * eqn.params["length"] if name == "scan" else repeats
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          sub = sub.jaxpr
+        if isinstance(sub, jax.extend.core.Jaxpr):
+          rows += _callback_rows(sub, inner, path + (name,))
+  return rows
+
+
+def test_row_counter_flat_and_vmapped():
+  batch, width, num_actions = 3, 5, 4
+  mdp = tabular.random_mdp(0, num_states=6, num_actions=num_actions, discount=0.9)
+  root_fn, recurrent_fn = tabular.model(mdp)
+  embedding = root_fn(jnp.arange(batch, dtype=jnp.int32)).embedding
+  key = jax.random.PRNGKey(0)
+  action = jnp.zeros((batch, width), jnp.int32)
+  particles = jnp.repeat(embedding[:, None], width, axis=1)
+  counter = RowCounter()
+  counted = counter.wrap(recurrent_fn)
+
+  def flat(a, e):  # one call on B·N rows, twice
+    out, e = counted(None, key, a.reshape(-1), e.reshape(-1))
+    return counted(None, key, a.reshape(-1), e)
+
+  def vmapped(a, e):  # N calls on B rows each, batched by vmap, twice
+    call = jax.vmap(lambda k, a, e: counted(None, k, a, e), in_axes=(0, 1, 1), out_axes=1)
+    keys = jax.random.split(key, width)
+    out, e = call(keys, a, e)
+    return call(keys, a, e)
+
+  for fn in (flat, vmapped):
+    assert RowCounter.static_rows(fn, action, particles) == 2 * batch * width
+    counter.rows = 0
+    jax.block_until_ready(jax.jit(fn)(action, particles))
+    jax.effects_barrier()
+    assert counter.rows == 2 * batch * width
+
+
+BATCH = 2
+# (num_simulations, num_actions): the previously failing layouts first.
+SMC_COUNTED = [(127, 64), (599, 200), (723, 362), (17, 3), (23, 4), (39, 5), (55, 7), (16, 2),
+               (100, 9), (64, 17), (135, 17), (300, 82), (255, 32), (1000, 128)]
+TSMCTS_COUNTED = [(23, 4), (17, 5), (27, 9), (127, 64), (47, 3), (41, 3), (18, 4), (34, 3),
+                  (89, 5), (64, 16), (200, 17), (383, 128), (125, 7), (1000, 362)]
+
+
+def search(policy, num_simulations, num_actions, counter):
+  """`(fn, key)`: the jittable search with a counted model, and its argument."""
+  mdp = tabular.random_mdp(0, num_states=8, num_actions=num_actions, discount=0.9)
+  root_fn, recurrent_fn = tabular.model(mdp)
+  root = root_fn(jnp.arange(BATCH, dtype=jnp.int32))
+  fn = lambda key: policy(None, key, root, counter.wrap(recurrent_fn),
+                          num_simulations=num_simulations)
+  return fn, jax.random.PRNGKey(0)
+
+
+def static_evaluations(policy, num_simulations, num_actions):
+  """Rows the real search passes to `recurrent_fn`, per root, from its program."""
+  rows = RowCounter.static_rows(*search(policy, num_simulations, num_actions, RowCounter()))
+  assert rows % BATCH == 0
+  return rows // BATCH
+
+
+@pytest.mark.parametrize("name,num_simulations,num_actions,evaluations", [
+    ("smcts", 127, 64, 127),  # one step of 127 particles per root
+    ("tsmcts", 23, 4, 22),  # m1 = 4, K = 2, N = 11, one step per iteration
+])
+def test_counted_by_hand(name, num_simulations, num_actions, evaluations):
+  """Run and counted: the rows the model received, against a hand count."""
+  counter = RowCounter()
+  fn, key = search(POLICIES[name], num_simulations, num_actions, counter)
+  jax.block_until_ready(jax.jit(fn)(key))
+  jax.effects_barrier()
+  assert counter.rows == evaluations * BATCH
+  assert static_evaluations(POLICIES[name], num_simulations, num_actions) == evaluations
+
+
+@pytest.mark.parametrize("name", ["smc", "smcts", "tsmcts"])
+def test_counted_evaluations_spend_the_budget(name):
+  configs = TSMCTS_COUNTED if name == "tsmcts" else SMC_COUNTED
+  layout_fn = tsmcts_default if name == "tsmcts" else smc_default
+  for num_simulations, num_actions in configs:
+    evaluations = static_evaluations(POLICIES[name], num_simulations, num_actions)
+    context = (name, num_simulations, num_actions, evaluations)
+    assert evaluations == layout_fn(num_simulations, num_actions).num_evaluations, context
+    assert evaluations <= num_simulations, context
+    if (num_simulations, num_actions) not in TSMCTS_KEEPS_CANDIDATES:
+      assert 10 * evaluations >= 9 * num_simulations, context
