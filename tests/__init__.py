@@ -1,0 +1,1 @@
+"""smctx's tests (a package, so that test modules share `tests.policies`)."""

@@ -1,0 +1,166 @@
+"""Options that change where a search spends its budget: `elimination=` and `resample=`.
+
+Two problems with answers derived by hand:
+
+* a bandit with exact Q: discount 0 and a fixed reward per action, so every
+  evaluated candidate's `Q_SH` is its reward, whatever the particles did;
+* a first-step-reward model: the root action 0 earns reward 1, nothing else
+  ever earns anything, values are 0 and discounts 1. After the first step the
+  TD weights of the particles that took action 0 are `e^{1/τ}` times the
+  others' (with `td_scale="none"`), and every later TD error is 0.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+import pytest
+
+import smctx
+from tests.policies import POLICIES
+
+# --------------------------------------------------------------------------
+# elimination="random" (TSMCTS)
+# --------------------------------------------------------------------------
+
+# m1 = 8 candidates (all actions), N = 16, budget 48: K = 3 halving iterations
+# of one step each, with 8, 4 and 2 live candidates.
+REWARDS = np.array([0.1, 0.5, -0.2, 0.9, 0.3, 0.0, 0.7, -0.5], np.float32)
+BEST = int(np.argmax(REWARDS))
+NUM_ROOTS = 2000
+
+
+def _bandit_fn(params, rng_key, action, embedding):
+  del params, rng_key
+  zeros = jnp.zeros(action.shape, jnp.float32)
+  return mctx.RecurrentFnOutput(reward=jnp.asarray(REWARDS)[action], discount=zeros,
+                                prior_logits=jnp.zeros(action.shape + (len(REWARDS),)),
+                                value=zeros), embedding
+
+
+@functools.cache
+def _bandit_search(elimination):
+  """Flat prior, no Gumbel noise: the only randomness is random elimination's own."""
+  root = mctx.RootFnOutput(prior_logits=jnp.zeros((NUM_ROOTS, len(REWARDS))),
+                           value=jnp.zeros(NUM_ROOTS), embedding=jnp.zeros(NUM_ROOTS))
+  out = jax.jit(lambda key: smctx.tsmcts_policy(
+      None, key, root, _bandit_fn, 48, num_particles=16, gumbel_scale=0.0,
+      elimination=elimination))(jax.random.PRNGKey(0))
+  alive = np.asarray(out.search_tree.extra_data.particles_per_action) > 0  # [B, K, A]
+  np.testing.assert_array_equal(alive.sum(-1), np.broadcast_to([8, 4, 2], (NUM_ROOTS, 3)))
+  return out, alive
+
+
+def test_sequential_halving_keeps_the_best_candidates_in_every_iteration():
+  _, alive = _bandit_search("sequential_halving")
+  by_reward = np.argsort(-REWARDS)
+  for iteration, m in enumerate([8, 4, 2]):
+    want = np.zeros(len(REWARDS), bool)
+    want[by_reward[:m]] = True
+    assert np.all(alive[:, iteration] == want), iteration
+
+
+def test_random_elimination_keeps_a_uniformly_random_half_of_the_survivors():
+  _, alive = _bandit_search("random")
+  # Survivors of an iteration are drawn among the candidates alive in it.
+  assert np.all(alive[:, 1] <= alive[:, 0]) and np.all(alive[:, 2] <= alive[:, 1])
+  # A uniformly random half: the best action is alive in iteration 2 with
+  # probability 4/8 and in iteration 3 with probability 4/8 · 2/4 = 1/4 (SH: 1).
+  # Binomial standard errors over 2000 roots: 0.011 and 0.010; margins 0.05, 0.045.
+  assert abs(alive[:, 1, BEST].mean() - 0.5) < 0.05
+  assert abs(alive[:, 2, BEST].mean() - 0.25) < 0.045
+
+
+def test_random_elimination_chooses_among_every_candidate_ever_evaluated():
+  out, alive = _bandit_search("random")
+  # The best action was dropped before the last iteration in about 3/4 of the
+  # roots; its exact Q from the first iteration still makes it the choice.
+  assert (~alive[:, 2, BEST]).mean() > 0.6
+  np.testing.assert_array_equal(out.action, np.full(NUM_ROOTS, BEST))
+
+
+# --------------------------------------------------------------------------
+# resample="always" / "never" / "ess"
+# --------------------------------------------------------------------------
+
+NUM_PARTICLES, TEMPERATURE, BATCH = 16, 0.05, 64
+
+
+def _first_step_reward_fn(num_actions):
+  def recurrent_fn(params, rng_key, action, state):
+    del params, rng_key
+    at_root = state < 0  # the state is -1 at the root, then the root action taken
+    reward = jnp.where(at_root & (action == 0), 1.0, 0.0)
+    zeros = jnp.zeros(action.shape, jnp.float32)
+    out = mctx.RecurrentFnOutput(reward=reward, discount=zeros + 1.0, value=zeros,
+                                 prior_logits=jnp.zeros(action.shape + (num_actions,)))
+    return out, jnp.where(at_root, action, state)
+  return recurrent_fn
+
+
+@functools.cache
+def _first_step_search(name, resample, ess_threshold=0.5):
+  """SMC and SMCTS: 2 actions, 4 steps; TSMCTS: 4 actions, 2 iterations of 4 steps."""
+  num_actions = 4 if name == "tsmcts" else 2
+  num_simulations = NUM_PARTICLES * (8 if name == "tsmcts" else 4)
+  root = mctx.RootFnOutput(prior_logits=jnp.zeros((BATCH, num_actions)), value=jnp.zeros(BATCH),
+                           embedding=jnp.full((BATCH,), -1, jnp.int32))
+  return jax.jit(lambda key: POLICIES[name](
+      None, key, root, _first_step_reward_fn(num_actions), num_simulations,
+      num_particles=NUM_PARTICLES, temperature=TEMPERATURE, td_scale="none", resample=resample,
+      ess_threshold=ess_threshold))(jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("name", ["smc", "smcts"])
+def test_resample_always_resamples_at_every_step_but_the_last(name):
+  # After the first step the weights are equal again, so "ess" would not resample there.
+  diagnostics = _first_step_search(name, "always").search_tree.extra_data
+  np.testing.assert_array_equal(diagnostics.resampled,
+                                np.broadcast_to([True, True, True, False], (BATCH, 4)))
+  np.testing.assert_array_equal(diagnostics.num_resamples, np.full(BATCH, 3))
+
+
+def test_tsmcts_resample_always_resamples_at_every_inner_step_but_an_iterations_last():
+  # Each iteration: a root step (no weights), two inner steps, a last step (no resampling).
+  diagnostics = _first_step_search("tsmcts", "always").search_tree.extra_data
+  want = [False, True, True, False] * 2
+  np.testing.assert_array_equal(diagnostics.resampled, np.broadcast_to(want, (BATCH, 8)))
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_resample_never_never_resamples(name):
+  diagnostics = _first_step_search(name, "never").search_tree.extra_data
+  assert not np.any(np.asarray(diagnostics.resampled))
+  np.testing.assert_array_equal(diagnostics.num_resamples, np.zeros(BATCH))
+
+
+def test_resample_always_moves_every_smc_particle_to_the_heavily_weighted_action():
+  # Weight ratio e^{1/τ} = e^20: systematic resampling after the first step
+  # copies only particles that took action 0 (every row has some).
+  out = _first_step_search("smc", "always")
+  initial = np.asarray(out.search_tree.extra_data.particles_per_action)[:, 0]
+  assert np.all(initial[:, 0] > 0) and np.any(initial[:, 1] > 0)
+  np.testing.assert_array_equal(out.search_tree.children_visits[:, 0],
+                                np.broadcast_to([NUM_PARTICLES, 0], (BATCH, 2)))
+  np.testing.assert_array_equal(out.search_tree.extra_data.distinct_actions[:, 0], np.ones(BATCH))
+
+
+def test_resample_never_keeps_every_smc_particle_on_its_initial_action():
+  out = _first_step_search("smc", "never")
+  initial = np.asarray(out.search_tree.extra_data.particles_per_action)[:, 0]
+  np.testing.assert_array_equal(out.search_tree.children_visits[:, 0], initial)
+
+
+def test_resample_ess_resamples_only_when_the_ess_falls_below_the_threshold():
+  # With n0 particles on action 0 the ESS after the first step is n0 (up to
+  # e^-20): below 0.55·16 = 8.8 exactly when 1 <= n0 <= 8 (n0 = 0: equal
+  # weights, ESS 16). Afterwards every TD error is 0 and the ESS stays put.
+  out = _first_step_search("smc", "ess", ess_threshold=0.55)
+  n0 = np.asarray(out.search_tree.extra_data.particles_per_action)[:, 0, 0]
+  resampled = np.asarray(out.search_tree.extra_data.resampled)
+  want = (n0 >= 1) & (n0 <= 8)
+  assert 0 < want.sum() < BATCH  # both cases occur
+  np.testing.assert_array_equal(resampled[:, 0], want)
+  assert not np.any(resampled[:, 1:])
