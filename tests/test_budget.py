@@ -19,29 +19,39 @@ import pytest
 
 import smctx
 from smctx import tabular
+from tests.policies import POLICIES
 
-POLICIES = {
-    "smc": smctx.smc_policy,
-    "smcts": smctx.smcts_policy,
-    "tsmcts": smctx.tsmcts_policy,
-}
 BATCH = 2
 
 
 class CallCounter:
-  """Counts `recurrent_fn` calls and the batch size of each, on the host."""
+  """Counts `recurrent_fn` calls and the rows of each, on the host.
+
+  smctx calls `recurrent_fn` as mctx does, on `[B]` rows (recorded at trace
+  time in `traced_sizes`), lifted over the particle axis with `jax.vmap`, so
+  that a step is one batched evaluation of every particle. The host callback
+  is a `pure_callback` with `vmap_method="expand_dims"`: vmap hands it the
+  whole batch, so it runs once per batched evaluation (one sequential call)
+  and `sizes` holds the rows each one evaluated.
+  """
 
   def __init__(self):
     self.sizes: list[int] = []
+    self.traced_sizes: list[int] = []
 
   def wrap(self, recurrent_fn):
     def counted(params, rng_key, action, embedding):
-      jax.debug.callback(self._record, action)
-      return recurrent_fn(params, rng_key, action, embedding)
+      self.traced_sizes.append(action.shape[0])
+      zeros = jax.pure_callback(self._record, jax.ShapeDtypeStruct(action.shape, jnp.float32),
+                                action, vmap_method="expand_dims")
+      output, next_embedding = recurrent_fn(params, rng_key, action, embedding)
+      # The callback's zeros feed the reward, so that it is not dead code.
+      return output.replace(reward=output.reward + zeros), next_embedding
     return counted
 
   def _record(self, action):
-    self.sizes.append(int(np.shape(action)[0]))
+    self.sizes.append(int(np.size(action)))
+    return np.zeros(np.shape(action), np.float32)
 
   @property
   def calls(self) -> int:
@@ -74,7 +84,9 @@ def run_counted(policy, num_simulations, num_actions, num_particles, **kwargs):
 def check_budget(out, counter, num_simulations, num_actions, requested_particles):
   """The budget rules, from the counted calls. Returns the observed width N."""
   assert counter.calls >= 1
-  # Every call evaluates the same B·N embeddings (one step of all particles).
+  # recurrent_fn sees the B roots, as under mctx...
+  assert set(counter.traced_sizes) == {BATCH}, counter.traced_sizes
+  # ...and every call evaluates the same B·N embeddings (one step of all particles).
   assert len(set(counter.sizes)) == 1, counter.sizes
   assert counter.sizes[0] % BATCH == 0
   width = counter.sizes[0] // BATCH

@@ -13,17 +13,13 @@ import mctx
 import numpy as np
 import pytest
 
-import smctx
+from tests import policies
 
 NUM_COLUMNS = 7
 NUM_ROWS = 6
-POLICIES = {
-    "smc": smctx.smc_policy,
-    "smcts": smctx.smcts_policy,
-    "tsmcts": smctx.tsmcts_policy,
-    "mctx": mctx.gumbel_muzero_policy,
-}
-SMCTX_POLICIES = ["smc", "smcts", "tsmcts"]
+# smctx's searches and the one they replace.
+POLICIES = {**policies.POLICIES, "mctx": mctx.gumbel_muzero_policy}
+SMCTX_POLICIES = list(policies.POLICIES)
 
 # Column heights of four boards: two with full columns, one with a single
 # legal column. Board 0 wins at once by a third piece in the centre column.

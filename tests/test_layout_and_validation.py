@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import mctx
 import pytest
 
-import smctx
 from smctx._src import budget
+from tests.policies import each_policy
 
 
 @pytest.mark.parametrize("num_simulations", [1, 2, 7, 16, 32, 64, 100, 256, 1000])
@@ -54,7 +54,7 @@ def _model(params, key, action, embedding):
                                 value=z), embedding
 
 
-@pytest.mark.parametrize("policy", [smctx.smc_policy, smctx.smcts_policy, smctx.tsmcts_policy])
+@each_policy
 @pytest.mark.parametrize("kwargs, name", [
     (dict(num_simulations=0), "num_simulations"),
     (dict(num_simulations=8, num_particles=0), "num_particles"),
@@ -69,7 +69,7 @@ def test_bad_static_arguments_name_the_argument(policy, kwargs, name):
     policy(None, jax.random.PRNGKey(0), _root(), _model, **kwargs)
 
 
-@pytest.mark.parametrize("policy", [smctx.smc_policy, smctx.smcts_policy, smctx.tsmcts_policy])
+@each_policy
 def test_mismatched_invalid_actions_shape_is_an_error(policy):
   with pytest.raises(ValueError, match="invalid_actions"):
     policy(None, jax.random.PRNGKey(0), _root(), _model, 8,

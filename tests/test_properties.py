@@ -21,7 +21,7 @@ import mctx
 import numpy as np
 import pytest
 
-import smctx
+from tests.policies import POLICIES
 
 hypothesis.settings.register_profile("default", max_examples=15, deadline=None,
                                      derandomize=True, print_blob=True)
@@ -29,7 +29,6 @@ hypothesis.settings.register_profile("large", max_examples=300, deadline=None,
                                      derandomize=True, print_blob=True)
 hypothesis.settings.load_profile(os.environ.get("SMCTX_HYPOTHESIS_PROFILE", "default"))
 
-POLICIES = {"smc": smctx.smc_policy, "smcts": smctx.smcts_policy, "tsmcts": smctx.tsmcts_policy}
 # (batch, actions, num_particles, num_simulations, max_num_considered_actions)
 CONFIGS = [(1, 1, None, 1, 16), (3, 2, 4, 7, 16), (8, 5, None, 32, 4), (3, 17, 16, 100, 16),
            (1, 64, None, 32, 16), (8, 5, 1, 7, 1)]

@@ -4,11 +4,9 @@ import jax
 import jax.numpy as jnp
 import mctx
 import numpy as np
-import pytest
 
-import smctx
+from tests.policies import each_policy
 
-POLICIES = [smctx.smc_policy, smctx.smcts_policy, smctx.tsmcts_policy]
 B, A = 4, 6
 
 
@@ -29,7 +27,7 @@ def _counting_model(traces):
   return recurrent_fn
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_repeated_calls_with_the_same_shapes_compile_once(policy):
   traces = []
   model = _counting_model(traces)
@@ -41,7 +39,7 @@ def test_repeated_calls_with_the_same_shapes_compile_once(policy):
   assert len(traces) == 1
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_the_model_is_traced_once_per_policy_call(policy):
   # The depth loop and all Sequential Halving iterations are one loop_fn loop:
   # the model is traced once, not once per step or per iteration.

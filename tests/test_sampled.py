@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import smctx
+from tests.policies import SAMPLED_POLICIES
 
 # LQR constants and its Riccati solution.
 A_DYN, B_DYN, Q_COST, R_COST, GAMMA = 1.0, 1.0, 1.0, 1.0, 0.9
@@ -116,17 +117,13 @@ def lqr_root(x, candidates, prior_logits=None, kappa=1.0):
       prior_logits=jnp.asarray(prior_logits, jnp.float32))
 
 
-POLICIES = {"tsmcts": smctx.sampled_tsmcts_policy, "smcts": smctx.sampled_smcts_policy,
-            "smc": smctx.sampled_smc_policy}
-
-
 @functools.cache
 def lqr_search(name, num_simulations=BUDGET):
   """`(params, key, root, invalid [B, M], gumbel_scale) -> SampledPolicyOutput`, jitted once."""
   def search(params, rng_key, root, invalid, gumbel_scale):
-    return POLICIES[name](params, rng_key, root, lqr_recurrent_fn, num_simulations, invalid,
-                          gumbel_scale=gumbel_scale, num_particles=NUM_PARTICLES,
-                          action_sampler=gaussian_sampler)
+    return SAMPLED_POLICIES[name](params, rng_key, root, lqr_recurrent_fn, num_simulations,
+                                  invalid, gumbel_scale=gumbel_scale,
+                                  num_particles=NUM_PARTICLES, action_sampler=gaussian_sampler)
   return jax.jit(search)
 
 
@@ -476,7 +473,7 @@ def test_vmap_over_problems_matches_separate_calls():
 # Validation of static arguments.
 # ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", list(SAMPLED_POLICIES))
 @pytest.mark.parametrize("kwargs, argument", [
     ({"num_simulations": 0}, "num_simulations"),
     ({"num_particles": 0}, "num_particles"),
@@ -488,8 +485,8 @@ def test_bad_static_arguments_raise_value_error_naming_them(name, kwargs, argume
   x, candidates = spread_problem(0, batch=2, num_candidates=3)
   call = {"num_simulations": 16, "action_sampler": gaussian_sampler, **kwargs}
   with pytest.raises(ValueError, match=argument):
-    POLICIES[name](lqr_params(), jax.random.key(0), lqr_root(x, candidates), lqr_recurrent_fn,
-                   **call)
+    SAMPLED_POLICIES[name](lqr_params(), jax.random.key(0), lqr_root(x, candidates),
+                           lqr_recurrent_fn, **call)
 
 
 def test_invalid_mask_of_the_wrong_shape_is_refused():

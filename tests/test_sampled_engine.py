@@ -23,6 +23,8 @@ import pytest
 import smctx
 from smctx._src import particles as particles_lib
 from smctx import tabular
+from tests.policies import POLICIES
+from tests.policies import SAMPLED_POLICIES
 
 B, A = 6, 5
 
@@ -54,11 +56,9 @@ def _problem():
   return root, discrete_fn, sampled_root, sampled_fn, sampler
 
 
-@pytest.mark.parametrize("discrete, sampled", [
-    (smctx.smc_policy, smctx.sampled_smc_policy),
-    (smctx.smcts_policy, smctx.sampled_smcts_policy),
-])
-def test_sampled_policy_with_all_actions_as_candidates_is_the_discrete_search(discrete, sampled):
+@pytest.mark.parametrize("name", ["smc", "smcts"])
+def test_sampled_policy_with_all_actions_as_candidates_is_the_discrete_search(name):
+  discrete, sampled = POLICIES[name], SAMPLED_POLICIES[name]
   root, discrete_fn, sampled_root, sampled_fn, sampler = _problem()
   invalid = jnp.zeros((B, A), bool).at[0, 1].set(True)
   key = jax.random.PRNGKey(7)

@@ -6,8 +6,8 @@ import mctx
 import pytest
 
 import smctx
+from tests.policies import each_policy
 
-POLICIES = [smctx.smc_policy, smctx.smcts_policy, smctx.tsmcts_policy]
 B, A = 2, 4
 
 
@@ -34,25 +34,25 @@ def _call(policy, root=None, recurrent_fn=None, num_simulations=8, invalid_actio
                 recurrent_fn or _model(), num_simulations, invalid_actions, **kwargs)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_gumbel_scale_negative(policy):
   with pytest.raises(ValueError, match=r"gumbel_scale=-1.0 is not accepted; expected .* >= 0"):
     _call(policy, gumbel_scale=-1.0)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_max_num_considered_actions_zero(policy):
   with pytest.raises(ValueError, match=r"max_num_considered_actions=0 .* positive Python int"):
     _call(policy, max_num_considered_actions=0)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_num_simulations_not_an_int(policy):
   with pytest.raises(ValueError, match=r"num_simulations=8.5 is not accepted"):
     _call(policy, num_simulations=8.5)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_td_scale_unknown(policy):
   with pytest.raises(ValueError, match=r"td_scale='rms' is not accepted; expected one of"):
     _call(policy, td_scale="rms")
@@ -63,73 +63,73 @@ def test_elimination_unknown():
     _call(smctx.tsmcts_policy, elimination="greedy")
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_temperature_nonfinite(policy):
   with pytest.raises(ValueError, match=r"temperature=inf is not accepted"):
     _call(policy, temperature=float("inf"))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_root_logits_rank(policy):
   with pytest.raises(ValueError, match=r"root.prior_logits has shape \(2, 4, 1\); expected"):
     _call(policy, root=_root(prior_logits=jnp.zeros((B, A, 1))))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_root_value_shape(policy):
   with pytest.raises(ValueError, match=r"root.value has shape \(3,\); expected \(2,\)"):
     _call(policy, root=_root(value=jnp.zeros(3)))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_root_logits_integer_dtype(policy):
   with pytest.raises(ValueError, match=r"root.prior_logits has dtype int32; expected a floating"):
     _call(policy, root=_root(prior_logits=jnp.zeros((B, A), jnp.int32)))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_root_embedding_batch(policy):
   with pytest.raises(ValueError, match=r"root.embedding has a leaf of shape \(5, 3\)"):
     _call(policy, root=_root(embedding={"x": jnp.zeros((5, 3))}))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_invalid_actions_float_dtype(policy):
   with pytest.raises(ValueError, match=r"invalid_actions has dtype float32; expected bool"):
     _call(policy, invalid_actions=jnp.zeros((B, A), jnp.float32))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_model_reward_shape(policy):
   with pytest.raises(ValueError, match=r"recurrent_fn returned reward of shape \(1,\); expected"):
     _call(policy, recurrent_fn=_model(reward_shape=(1,)))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_model_reward_integer_dtype(policy):
   with pytest.raises(ValueError, match=r"recurrent_fn returned reward of dtype int32"):
     _call(policy, recurrent_fn=_model(reward_dtype=jnp.int32))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_model_num_actions_differs_from_root(policy):
   with pytest.raises(ValueError, match=r"prior_logits of shape \(\d+, 6\); expected \(\d+, 4\)"):
     _call(policy, recurrent_fn=_model(logits_actions=6))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_model_next_embedding_structure(policy):
   with pytest.raises(ValueError, match=r"next embedding with structure"):
     _call(policy, recurrent_fn=_model(next_embedding=lambda e: (e, e)))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_model_next_embedding_shape(policy):
   with pytest.raises(ValueError, match=r"next-embedding leaf of shape \(\d+, 2\)"):
     _call(policy, recurrent_fn=_model(next_embedding=lambda e: e[:, :2]))
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_model_output_type(policy):
   def recurrent_fn(params, rng_key, action, embedding):
     return (jnp.zeros(action.shape),) * 4, embedding
@@ -137,7 +137,7 @@ def test_model_output_type(policy):
     _call(policy, recurrent_fn=recurrent_fn)
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@each_policy
 def test_small_budget_shrinks_width_instead_of_failing(policy):
   out = _call(policy, num_simulations=3, num_particles=64)
   assert int(out.search_tree.extra_data.num_particles[0]) <= 3

@@ -221,10 +221,19 @@ def sequential_calls(policy, num_simulations: int, *, num_actions: int = 8,
   calls, widths = [], []
   batch = 4
 
+  def record(action):
+    calls.append(1)
+    widths.append(int(np.size(action)))
+    return np.zeros(np.shape(action), np.float32)
+
   def counted(params, rng_key, action, embedding):
-    jax.debug.callback(lambda n: (calls.append(1), widths.append(int(n))), action.shape[0],
-                       ordered=True)
-    return recurrent_fn(params, rng_key, action, embedding)
+    # smctx vmaps recurrent_fn over its particles ([B] rows per slice); with
+    # vmap_method="expand_dims" the callback runs once per batched evaluation
+    # (one sequential call) and sees all of its rows.
+    zeros = jax.pure_callback(record, jax.ShapeDtypeStruct(action.shape, jnp.float32), action,
+                              vmap_method="expand_dims")
+    output, next_embedding = recurrent_fn(params, rng_key, action, embedding)
+    return output.replace(reward=output.reward + zeros), next_embedding  # keeps the callback live
 
   params = tabular.tables(mdp)
   out = jax.jit(lambda p, k: policy(p, k, root_fn(p, jnp.arange(batch)), counted,

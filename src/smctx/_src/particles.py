@@ -66,15 +66,40 @@ def broadcast_to_particles(tree: chex.ArrayTree, num_particles: int) -> chex.Arr
       lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], num_particles) + x.shape[1:]), tree)
 
 
-def flatten_particles(tree):
-  """`[B, N, ...]` -> `[B*N, ...]`, the batch the user's functions see."""
-  return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+def over_particle_slices(fn, rng_key, *trees):
+  """`fn(key_n, *slice_n)` for every particle slice `n`, as one batched call.
+
+  The user's functions see what mctx shows them: `[B, ...]` rows, one per
+  root, in root order. `trees` are `[B, N, ...]`; slice `n` is `[B, ...]`,
+  the `n`-th particle of every root, and gets its own key `key_n` (the `N`
+  keys of `jax.random.split(rng_key, N)`), so that a stochastic function
+  draws independently for the particles of one root. `jax.vmap` over the
+  particle axis batches the `N` slices into one evaluation of `B·N` rows
+  (a deterministic function's keys are dead code and cost nothing). Outputs
+  are stacked on axis 1: `[B, ...]` -> `[B, N, ...]`.
+  """
+  num_particles = jax.tree_util.tree_leaves(trees)[0].shape[1]
+  keys = particle_slice_keys(rng_key, num_particles)
+  return jax.vmap(fn, in_axes=(0,) + (1,) * len(trees), out_axes=1)(keys, *trees)
 
 
-def unflatten_particles(tree, batch_size: int, num_particles: int):
-  """`[B*N, ...]` -> `[B, N, ...]`."""
-  return jax.tree_util.tree_map(
-      lambda x: x.reshape((batch_size, num_particles) + x.shape[1:]), tree)
+def particle_slice_keys(rng_key, num_particles: int) -> chex.Array:
+  """The key of every particle slice, `[N]` keys: slice `n` draws with key `n`."""
+  return jax.random.split(rng_key, num_particles)
+
+
+def uniform_per_slice(rng_key, shape) -> chex.Array:
+  """`[B, N, ...]` uniforms, slice `n` drawn as `jax.random.uniform(key_n, [B, ...])`.
+
+  The keys are those of `over_particle_slices`, so that a function drawing
+  `uniform(key, [B, ...])` per slice there draws these very numbers. Only the
+  draw is vmapped: the arithmetic around it then runs on `[B, N, ...]` arrays
+  without the particle axis being moved in and out of the vmap.
+  """
+  batch_size, num_particles = shape[:2]
+  keys = particle_slice_keys(rng_key, num_particles)
+  return jax.vmap(lambda key: jax.random.uniform(key, (batch_size,) + tuple(shape[2:])),
+                  out_axes=1)(keys)
 
 
 @chex.dataclass(frozen=True)
@@ -95,34 +120,30 @@ class ModelStep:
 
 
 def mutate(params, rng_key, model, action, embedding) -> ModelStep:
-  """Calls the model once on all `B*N` particles.
+  """Calls the model once on all `B·N` particles.
 
   `model` is an action model (`smctx._src.actions`): it calls the user's
-  `recurrent_fn` on the flattened particles, checks its outputs at trace time
-  and sanitises the policy it returns.
+  `recurrent_fn`, checks its outputs at trace time and sanitises the policy it
+  returns. The call is lifted over the particle axis (`over_particle_slices`):
+  `recurrent_fn` sees `[B]` rows in root order, as under mctx, with one key
+  per particle slice, and `jax.vmap` makes it one batched evaluation.
 
   Non-finite rewards, values and discounts are replaced by 0 and counted, so
   that a NaN from the model is reported in the diagnostics instead of
   spreading into the search targets.
   """
-  batch_size, num_particles = jax.tree_util.tree_leaves(action)[0].shape[:2]
-  output = model.call(params, rng_key, flatten_particles(action),
-                      flatten_particles(embedding))
+  output = over_particle_slices(
+      lambda key, a, e: model.call(params, key, a, e), rng_key, action, embedding)
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   reward, discount, value = f32(output.reward), f32(output.discount), f32(output.value)
   bad = ~(jnp.isfinite(reward) & jnp.isfinite(discount) & jnp.isfinite(value)) | output.bad_policy
-  reward = jnp.where(jnp.isfinite(reward), reward, 0.0)
-  discount = jnp.where(jnp.isfinite(discount), discount, 0.0)
-  value = jnp.where(jnp.isfinite(value), value, 0.0)
-  shape = (batch_size, num_particles)
-  unflatten = lambda tree: unflatten_particles(tree, batch_size, num_particles)
   return ModelStep(
-      reward=reward.reshape(shape),
-      discount=discount.reshape(shape),
-      value=value.reshape(shape),
-      policy=unflatten(output.policy),
-      embedding=unflatten(output.next_embedding),
-      nonfinite=jnp.sum(bad.reshape(shape), axis=-1).astype(jnp.int32))
+      reward=jnp.where(jnp.isfinite(reward), reward, 0.0),
+      discount=jnp.where(jnp.isfinite(discount), discount, 0.0),
+      value=jnp.where(jnp.isfinite(value), value, 0.0),
+      policy=output.policy,
+      embedding=output.next_embedding,
+      nonfinite=jnp.sum(bad, axis=-1).astype(jnp.int32))
 
 
 def sanitize_logits(logits: chex.Array) -> chex.Array:
@@ -229,7 +250,7 @@ def take_particles(particles: Particles, ancestors: chex.Array) -> Particles:
 MATMUL_CUMSUM_MAX_ACTIONS = 128
 
 
-def sample_actions(rng_key, prior_logits: chex.Array) -> chex.Array:
+def sample_actions(rng_key, prior_logits: chex.Array, uniform=None) -> chex.Array:
   """`a ~ Categorical(softmax(prior_logits))` for every particle, `[B, N]` int32.
 
   Inverse-CDF sampling with one uniform per particle. `jax.random.categorical`
@@ -238,7 +259,8 @@ def sample_actions(rng_key, prior_logits: chex.Array) -> chex.Array:
   The CDF is left unnormalised (the uniform is scaled by its total instead).
   The draw is the first action *with mass* whose CDF exceeds `u`, so actions
   with probability 0 are never drawn, whatever the rounding of the sums, and
-  the clip stops at the last action with mass.
+  the clip stops at the last action with mass. `uniform` (`[..., 1]` in
+  `[0, 1)`), when given, replaces the draw from `rng_key`.
   """
   num_actions = prior_logits.shape[-1]
   mass = jnp.exp(prior_logits - jnp.max(prior_logits, axis=-1, keepdims=True))
@@ -247,7 +269,9 @@ def sample_actions(rng_key, prior_logits: chex.Array) -> chex.Array:
     cdf = jnp.einsum("...a,ac->...c", mass, upper, precision=jax.lax.Precision.HIGHEST)
   else:
     cdf = jnp.cumsum(mass, axis=-1)
-  u = jax.random.uniform(rng_key, prior_logits.shape[:-1] + (1,)) * cdf[..., -1:]
+  if uniform is None:
+    uniform = jax.random.uniform(rng_key, prior_logits.shape[:-1] + (1,))
+  u = uniform * cdf[..., -1:]
   index = jnp.arange(num_actions)
   has_mass = mass > 0
   action = jnp.min(jnp.where((cdf > u) & has_mass, index, num_actions), axis=-1)

@@ -136,6 +136,7 @@ def policy_output(root: PreparedRoot, *, action, action_weights, tree: mctx.Tree
       num_evaluations=full(num_evaluations),
       nonfinite_model_outputs=jnp.sum(step_diagnostics.nonfinite, axis=-1).astype(jnp.int32),
       no_valid_action=root.no_valid_action,
-      nonfinite_root=root.nonfinite)
+      nonfinite_root=root.nonfinite,
+      root_gumbel=root.gumbel)
   tree = tree.replace(extra_data=diagnostics, root_invalid_actions=root.user_invalid_actions)
   return mctx.PolicyOutput(action=action, action_weights=action_weights, search_tree=tree)

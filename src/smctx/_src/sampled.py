@@ -31,22 +31,24 @@ from smctx._src.actions import SampledRootFnOutput
 
 _ARGS_DOC = """
   In the shape descriptions `B` is the batch size and `M` the number of
-  candidates; `B' = B·N` is the batch `recurrent_fn` and `action_sampler` see.
+  candidates. `recurrent_fn` and `action_sampler` see `[B]` rows in root
+  order, as mctx calls a `recurrent_fn`: one particle of each root, vmapped
+  over the `N` particles with one key each (one batched evaluation per step).
 
   Args:
     params: forwarded to `recurrent_fn`.
     rng_key: random key, consumed.
     root: `smctx.SampledRootFnOutput(candidates [B, M, ...] pytree, value [B],
       embedding [B, ...], prior_logits [B, M] or None for uniform)`.
-    recurrent_fn: `(params, rng_key, action [B', ...] pytree, embedding
-      [B', ...]) -> (smctx.SampledRecurrentFnOutput(reward, discount, value,
+    recurrent_fn: `(params, rng_key, action [B, ...] pytree, embedding
+      [B, ...]) -> (smctx.SampledRecurrentFnOutput(reward, discount, value,
       policy), next_embedding)`; `policy` describes the policy at the next state.
     num_simulations: model evaluations per root, a Python int.
     invalid_actions: `[B, M]` mask, nonzero for candidates never to choose
       (e.g. padding).
     max_depth: caps the depth, as for the discrete policy.
     loop_fn: `fori_loop`-like function driving the depth loop.
-    action_sampler: `(rng_key, policy [B', ...]) -> action [B', ...]`, drawing
+    action_sampler: `(rng_key, policy [B, ...]) -> action [B, ...]`, drawing
       one next action per particle (independently for copies made by
       resampling); None when the model's `policy` output already is the next
       action (copies of a resampled particle then share it).

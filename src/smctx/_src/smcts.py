@@ -64,8 +64,10 @@ def smcts_policy(
     rng_key: random key, consumed.
     root: `mctx.RootFnOutput` with `prior_logits [B, A]`, `value [B]` and
       `embedding [B, ...]`.
-    recurrent_fn: mctx's `(params, rng_key, action [B·N], embedding [B·N, ...])
-      -> (RecurrentFnOutput, next_embedding)`.
+    recurrent_fn: mctx's `(params, rng_key, action [B], embedding [B, ...])
+      -> (RecurrentFnOutput, next_embedding)`, called as mctx calls it: `[B]`
+      rows in root order (one particle of each root), vmapped over the `N`
+      particles with one key each (one batched evaluation per step).
     num_simulations: model evaluations per root (mctx's unit), a Python int.
     invalid_actions: `[B, A]` bool/int mask, nonzero for invalid root actions.
     max_depth: caps the number of sequential steps `T`.

@@ -49,6 +49,10 @@ class SearchDiagnostics:
   nonfinite_root: `[B]` bool, rows whose `root.value` was NaN/inf or whose
     `root.prior_logits` held a NaN or `+inf` (searched with finite
     replacements: value 0, NaN logits as invalid, `+inf` as the maximum).
+  root_gumbel: `[B, A]` float32, the `gumbel_scale`-scaled Gumbel noise the
+    search drew at the root (as mctx's `GumbelMuZeroExtraData.root_gumbel`):
+    `argmax(root_gumbel + prior_logits)` is the prior's action under the same
+    noise, the baseline of mctx's policy improvement demo.
   """
   ess: chex.Array
   distinct_actions: chex.Array
@@ -62,6 +66,7 @@ class SearchDiagnostics:
   nonfinite_model_outputs: chex.Array
   no_valid_action: chex.Array
   nonfinite_root: chex.Array
+  root_gumbel: chex.Array
 
 
 def root_tree(*, prior_logits: chex.Array, raw_value: chex.Array, qvalues: chex.Array,

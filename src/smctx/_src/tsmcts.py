@@ -264,10 +264,13 @@ def tsmcts_policy(
     rng_key: random key, consumed.
     root: `mctx.RootFnOutput` with `prior_logits [B, A]`, `value [B]` and
       `embedding [B, ...]`.
-    recurrent_fn: mctx's `(params, rng_key, action [B·N], embedding [B·N, ...])
-      -> (RecurrentFnOutput, next_embedding)`; `value` and `prior_logits`
-      are from the point of view of the player to move in the next state,
-      `discount` is `gamma`, 0 at termination, `-1` for two-player games.
+    recurrent_fn: mctx's `(params, rng_key, action [B], embedding [B, ...])
+      -> (RecurrentFnOutput, next_embedding)`, called as mctx calls it: `[B]`
+      rows in root order (one particle of each root), vmapped over the `N`
+      particles with one key each (one batched evaluation per step);
+      `value` and `prior_logits` are from the point of view of the player to
+      move in the next state, `discount` is `gamma`, 0 at termination, `-1`
+      for two-player games.
     num_simulations: model evaluations per root (mctx's unit), a Python int.
     invalid_actions: `[B, A]` bool/int mask, nonzero for invalid root actions.
     max_depth: caps the depth `T_SH` of every iteration.

@@ -121,7 +121,7 @@ def check_embedding_batch(embedding, batch_size: int) -> None:
 
 def check_model_output(output, next_embedding, embedding, num_evaluations: int,
                        num_actions: int) -> None:
-  """Checks what `recurrent_fn` returned for `num_evaluations` flattened particles."""
+  """Checks what `recurrent_fn` returned for one particle slice of `num_evaluations = B` rows."""
   if not isinstance(output, mctx.RecurrentFnOutput):
     raise ValueError("recurrent_fn must return (mctx.RecurrentFnOutput, next_embedding); "
                      f"its first output is a {type(output).__name__}.")
@@ -130,8 +130,9 @@ def check_model_output(output, next_embedding, embedding, num_evaluations: int,
   if jnp.shape(output.prior_logits) != expected:
     raise ValueError(
         f"recurrent_fn returned prior_logits of shape {jnp.shape(output.prior_logits)}; "
-        f"expected {expected}: one row per action it was given, with num_actions = "
-        f"{num_actions} as in root.prior_logits.")
+        f"expected {expected}: one row per root of the batch (B = {num_evaluations}; it is "
+        f"called with B rows, like an mctx recurrent_fn), with num_actions = {num_actions} as "
+        "in root.prior_logits.")
   if not _is_float_dtype(output.prior_logits):
     raise ValueError(f"recurrent_fn returned prior_logits of dtype "
                      f"{jnp.result_type(output.prior_logits)}; expected a floating dtype.")
@@ -139,13 +140,14 @@ def check_model_output(output, next_embedding, embedding, num_evaluations: int,
 
 
 def check_model_scalars(output, num_evaluations: int) -> None:
-  """Checks the model's `reward`, `discount` and `value`: `[num_evaluations]` floats."""
+  """Checks the model's `reward`, `discount` and `value`: `[num_evaluations]` floats (`B`)."""
   for name in ("reward", "discount", "value"):
     x = getattr(output, name)
     if jnp.shape(x) != (num_evaluations,):
       raise ValueError(
           f"recurrent_fn returned {name} of shape {jnp.shape(x)}; expected ({num_evaluations},), "
-          "one entry per action it was given.")
+          "one entry per root of the batch (it is called with B rows, like an mctx "
+          "recurrent_fn).")
     if not _is_float_dtype(x):
       raise ValueError(f"recurrent_fn returned {name} of dtype {jnp.result_type(x)}; "
                        "expected a floating dtype.")
@@ -164,8 +166,7 @@ def check_next_embedding(next_embedding, embedding) -> None:
       raise ValueError(
           f"recurrent_fn returned a next-embedding leaf of shape {jnp.shape(y)} and dtype "
           f"{jnp.result_type(y)}; expected shape {jnp.shape(x)} and dtype "
-          f"{jnp.result_type(x)}, as the embedding it was given (root.embedding with the "
-          "batch axis flattened with the particles).")
+          f"{jnp.result_type(x)}, as the embedding it was given (shaped like root.embedding).")
 
 
 
@@ -204,7 +205,7 @@ def check_sampled_root(root, invalid_actions) -> tuple[int, int]:
 
 
 def check_sampled_actions(actions, candidates, num_evaluations: int, source: str) -> None:
-  """Checks that sampled next actions look like the root's candidates, one per particle."""
+  """Checks one particle slice of sampled next actions: `B` rows shaped like candidates."""
   want = jax.tree_util.tree_structure(candidates)
   got = jax.tree_util.tree_structure(actions)
   if want != got:
@@ -216,4 +217,5 @@ def check_sampled_actions(actions, candidates, num_evaluations: int, source: str
     if jnp.shape(a) != expected:
       raise ValueError(
           f"{source} gave an action leaf of shape {jnp.shape(a)}; expected {expected}: one "
-          "action per particle, shaped like one candidate of root.candidates.")
+          "action per row it was given (B rows, one per root), shaped like one candidate of "
+          "root.candidates.")
