@@ -66,12 +66,13 @@ def broadcast_to_particles(tree: chex.ArrayTree, num_particles: int) -> chex.Arr
       lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], num_particles) + x.shape[1:]), tree)
 
 
-def flatten_particles(tree):
+def flatten_particles(tree: chex.ArrayTree) -> chex.ArrayTree:
   """`[B, N, ...]` -> `[B*N, ...]`, the batch the user's functions see."""
   return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
 
 
-def unflatten_particles(tree, batch_size: int, num_particles: int):
+def unflatten_particles(tree: chex.ArrayTree, batch_size: int,
+                        num_particles: int) -> chex.ArrayTree:
   """`[B*N, ...]` -> `[B, N, ...]`."""
   return jax.tree_util.tree_map(
       lambda x: x.reshape((batch_size, num_particles) + x.shape[1:]), tree)
@@ -137,7 +138,8 @@ def sanitize_logits(logits: chex.Array) -> chex.Array:
   return jnp.where(jnp.isnan(logits), low, logits)
 
 
-def td_log_weight_increment(particles: Particles, step: ModelStep, temperature) -> chex.Array:
+def td_log_weight_increment(particles: Particles, step: ModelStep,
+                            temperature: chex.Numeric) -> chex.Array:
   """`δ/temperature` with `δ = reward + discount·value' − value`; 0 once terminated.
 
   `δ` is the mover's advantage at that step, so two-player games
@@ -148,7 +150,8 @@ def td_log_weight_increment(particles: Particles, step: ModelStep, temperature) 
   return jnp.where(alive, delta / temperature, 0.0)
 
 
-def advance(particles: Particles, step: ModelStep, log_weight_increment) -> Particles:
+def advance(particles: Particles, step: ModelStep,
+            log_weight_increment: chex.Array) -> Particles:
   """Moves every particle to its successor and backs its return up along it."""
   return particles.replace(
       embedding=step.embedding,
@@ -173,12 +176,15 @@ def group_ess(log_weight: chex.Array, group: chex.Array, num_groups: int):
   return ess, size
 
 
-def resampling_ancestors(rng_key, log_weight, group, num_groups, method: str) -> chex.Array:
+def resampling_ancestors(rng_key: chex.PRNGKey, log_weight: chex.Array, group: chex.Array,
+                         num_groups: int, method: str) -> chex.Array:
   """Ancestor index of every particle, drawn within its own group.
 
   Systematic resampling: one uniform per group, `N_g` evenly spaced positions
   in the group's cumulative weights. Multinomial: one uniform per particle.
   Every group is resampled; the caller decides which groups keep the result.
+  Ancestors are non-decreasing along the particle axis, so a run of particles
+  with equal labels stays one contiguous run (TSMCTS's slots rely on it).
   Returns `[B, N]` int32 indices into the particle axis.
   """
   batch_size, num_particles = log_weight.shape
@@ -202,7 +208,9 @@ def resampling_ancestors(rng_key, log_weight, group, num_groups, method: str) ->
     u = jnp.take_along_axis(u, group, axis=1)
     positions = rank + (idx - start + u) / size
   elif method == "multinomial":
-    positions = rank + jax.random.uniform(rng_key, (batch_size, num_particles))
+    # Sorted, so that ancestors are non-decreasing as with systematic
+    # resampling: a run of equal labels stays one run (TSMCTS's slots).
+    positions = jnp.sort(rank + jax.random.uniform(rng_key, (batch_size, num_particles)), axis=1)
   else:  # validated earlier; kept for direct callers.
     raise ValueError(f"resampling_method={method!r}; expected 'systematic' or 'multinomial'.")
   # Up to 128 particles per root, compare all positions with all CDF entries
@@ -214,12 +222,12 @@ def resampling_ancestors(rng_key, log_weight, group, num_groups, method: str) ->
   return jnp.clip(ancestors, start, end).astype(jnp.int32)
 
 
-def take_particles(particles: Particles, ancestors: chex.Array) -> Particles:
-  """Gathers every particle field (its label and group included) from `ancestors`."""
-  def gather(x):
+def gather_particles(tree: chex.ArrayTree, ancestors: chex.Array) -> chex.ArrayTree:
+  """Gathers every `[B, N, ...]` leaf of `tree` (e.g. `Particles`) along `N` from `ancestors`."""
+  def gather(x: chex.Array) -> chex.Array:
     index = ancestors.reshape(ancestors.shape + (1,) * (x.ndim - 2))
     return jnp.take_along_axis(x, index, axis=1)
-  return jax.tree_util.tree_map(gather, particles)
+  return jax.tree_util.tree_map(gather, tree)
 
 
 # Up to this many actions, sampling's cumulative sums are a matrix product with
@@ -229,7 +237,7 @@ def take_particles(particles: Particles, ancestors: chex.Array) -> Particles:
 MATMUL_CUMSUM_MAX_ACTIONS = 128
 
 
-def sample_actions(rng_key, prior_logits: chex.Array) -> chex.Array:
+def sample_actions(rng_key: chex.PRNGKey, prior_logits: chex.Array) -> chex.Array:
   """`a ~ Categorical(softmax(prior_logits))` for every particle, `[B, N]` int32.
 
   Inverse-CDF sampling with one uniform per particle. `jax.random.categorical`
