@@ -62,6 +62,10 @@ Grids (`--mode`):
             and the headline configuration; both models. Meant for a GPU.
   headline  only the headline configuration: MLP model, num_simulations = 256,
             batch 256, N = 16, all four algorithms (the GPU target).
+  memory    compiles, runs nothing: XLA memory of each algorithm at widths
+            N = 16 … 1024 with a fixed budget per particle (12·N simulations),
+            batch 64, tabular model; writes speed_memory_sweep_<device>.csv/png.
+            `bytes_per_particle` flat in N means O(B·N) memory.
 
 A configuration whose time per call, extrapolated from the same series at the
 previous budgets, would exceed `--max-call-seconds` is not run. It is written
@@ -157,6 +161,7 @@ GRIDS = {
         dict(batches=(1, 64, 1024), budgets=(64, 256, 1024, 4096), particles=(8, 16, 32, 128)),
     ],
     "headline": [],
+    "memory": [],
 }
 # Timing: at least `min_repeats` calls after one warm-up call, and more until
 # `target_seconds` of timed calls or `max_repeats`.
@@ -165,7 +170,7 @@ TIMING = {
     "full": dict(min_repeats=5, max_repeats=50, target_seconds=1.0),
     "headline": dict(min_repeats=5, max_repeats=50, target_seconds=2.0),
 }
-MAX_CALL_SECONDS = {"quick": 10.0, "full": 30.0, "headline": 120.0}
+MAX_CALL_SECONDS = {"quick": 10.0, "full": 30.0, "headline": 120.0, "memory": 0.0}
 
 
 # -- Models ------------------------------------------------------------------------------------
@@ -321,6 +326,62 @@ def memory_analysis(compiled) -> dict:
   out, alias = stats.output_size_in_bytes, stats.alias_size_in_bytes
   return dict(xla_temp_bytes=temp, xla_argument_bytes=arg, xla_output_bytes=out,
               xla_total_bytes=temp + arg + out - alias)
+
+
+# Memory sweep (`--mode memory`): width N at a fixed budget per particle, so
+# that memory should grow linearly in N (the search keeps O(B·N·A) state).
+SWEEP_WIDTHS = (16, 32, 64, 128, 256, 512, 1024)
+SWEEP_EVALUATIONS_PER_PARTICLE = 12  # TSMCTS: K = 4 iterations of depth 3 at m1 = 16
+SWEEP_BATCH = 64
+
+
+def memory_sweep(algorithms: list[str], widths=SWEEP_WIDTHS, batch_size: int = SWEEP_BATCH,
+                 evaluations_per_particle: int = SWEEP_EVALUATIONS_PER_PARTICLE) -> list[dict]:
+  """XLA memory of one compiled search (tabular model) per algorithm and width; nothing runs.
+
+  mctx gets the same `num_simulations` (`N·evaluations_per_particle`), so its
+  column shows memory growing with the budget; smctx's should grow with `N`
+  only: `bytes_per_particle` (= total / (B·N)) flat means `O(B·N)`.
+  """
+  params, root_fn, recurrent_fn = tabular_model()
+  root = root_fn(params, batch_size)
+  rows = []
+  for algorithm in algorithms:
+    for width in widths:
+      budget = width * evaluations_per_particle
+      program = search_program(algorithm, recurrent_fn, budget,
+                               None if algorithm == "mctx" else width)
+      compiled, seconds, _ = compile_program(program, params, jax.random.key(0), root)
+      memory = memory_analysis(compiled)
+      total = memory["xla_total_bytes"]
+      rows.append(dict(algorithm=algorithm, batch=batch_size, num_particles=width,
+                       num_simulations=budget, compile_s=round(seconds, 2), **memory,
+                       bytes_per_particle=(round(total / (batch_size * width), 1)
+                                           if total != "" else "")))
+      print(f"memory sweep {algorithm:7s} N={width:5d} budget={budget:6d}: "
+            f"{total / 2**20 if total != '' else float('nan'):9.1f} MiB")
+  return rows
+
+
+def plot_memory_sweep(rows: list[dict], path: str, meta: list[str]) -> None:
+  """XLA memory against the width N (fixed budget per particle), one line per algorithm."""
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
+    mine = [r for r in rows if r["algorithm"] == algorithm and r["xla_total_bytes"] != ""]
+    ax.plot([r["num_particles"] for r in mine], [r["xla_total_bytes"] / 2**20 for r in mine],
+            marker="o", label=algorithm)
+  widths = sorted({r["num_particles"] for r in rows})
+  first = min((r["xla_total_bytes"] for r in rows if r["num_particles"] == widths[0]
+               and r["xla_total_bytes"] != ""), default=None)
+  if first:
+    ax.plot(widths, [first / 2**20 * w / widths[0] for w in widths], "k:", label="∝ N")
+  ax.set_xscale("log", base=2)
+  ax.set_yscale("log")
+  ax.set_xlabel(f"particles N (budget = {SWEEP_EVALUATIONS_PER_PARTICLE}·N)")
+  ax.set_ylabel("XLA memory of the search (MiB)")
+  ax.set_title(f"Memory against width, batch {rows[0]['batch']}", fontsize=10)
+  ax.legend(fontsize=8)
+  save(fig, path, meta)
 
 
 def mctx_tree_depth(tree: mctx.Tree) -> float:
@@ -793,6 +854,13 @@ def main(argv=None):
   max_call = args.max_call_seconds or MAX_CALL_SECONDS[args.mode]
   os.makedirs(args.out, exist_ok=True)
   started = time.perf_counter()
+  if args.mode == "memory":
+    meta = metadata(args.mode)
+    rows = memory_sweep(algorithms)
+    slug = device_slug()
+    write_csv(f"{args.out}/speed_memory_sweep_{slug}.csv", rows, meta)
+    plot_memory_sweep(rows, f"{args.out}/speed_memory_sweep_{slug}.png", meta)
+    return 0
   if args.from_csv:
     rows, meta = read_csvs(args.from_csv)
     algorithms = [a for a in ALGORITHMS if any(r["algorithm"] == a for r in rows)]

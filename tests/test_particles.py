@@ -100,24 +100,32 @@ def test_backpropagation_running_mean_of_weighted_means():
 
 
 def test_tsmcts_slots_keep_the_statistics_of_every_group_and_second_action():
-  # TSMCTS backs returns up per slot (first particle of each (group, second
-  # action) pair) and spreads the slot table to [B, G, A] when an iteration
-  # ends. Reference: running weighted means kept per pair directly, in NumPy.
-  # Groups hold duplicate second actions (as when a group outnumbers the
-  # actions) and resampling within groups moves pairs between positions.
+  # TSMCTS sorts each group's particles by second action at re-rooting, backs
+  # returns up per slot (first particle of each run of equal (group, second
+  # action)) in O(B·N), and spreads the slot table to [B, G, A] when an
+  # iteration ends. Reference: running weighted means kept per pair directly,
+  # in NumPy. Groups hold duplicate second actions (as when a group outnumbers
+  # the actions) and resampling within groups (non-decreasing ancestors, as
+  # systematic resampling draws them) moves pairs between positions.
+  from smctx._src import rerooting
   from smctx._src import segments
-  from smctx._src import tsmcts
   rng = np.random.default_rng(3)
   b, g, a = 2, 3, 4
   group = np.stack([_groups([5, 4, 3]), _groups([2, 2, 8])])
   n = group.shape[1]
-  second = rng.integers(0, a, size=(b, n))
-  second[1, 4:] = [0, 2, 2, 0, 0, 3, 2, 2]  # duplicates in the big group
-  slot = np.asarray(segments.first_in_segment(jnp.asarray(group * a + second, jnp.int32), g * a))
+  unsorted = rng.integers(0, a, size=(b, n))
+  unsorted[1, 4:] = [0, 2, 2, 0, 0, 3, 2, 2]  # duplicates in the big group
+  order = np.asarray(jax.vmap(rerooting._run_order_of_one_root, in_axes=(0, 0, None, None))(
+      jnp.asarray(group, jnp.int32), jnp.asarray(unsorted, jnp.int32), g, a))
+  second = np.take_along_axis(unsorted, order, 1)
+  for i in range(b):  # a stable sort by second action within each group
+    expected = np.lexsort((np.arange(n), unsorted[i], group[i]))
+    np.testing.assert_array_equal(order[i], expected)
+  slot = np.asarray(segments.run_start_index(jnp.asarray(group * a + second, jnp.int32)))
   for i in range(b):
     for j in range(n):
       same = np.flatnonzero((group[i] == group[i, j]) & (second[i] == second[i, j]))
-      assert slot[i, j] == same[0]
+      assert slot[i, j] == same[0] and np.all(np.diff(same) == 1)  # one contiguous run
   values = backpropagation.ActionValues.zeros(b, n)
   ref_q, ref_n = np.zeros((b, g, a)), np.zeros((b, g, a))
   carried = np.broadcast_to(np.arange(n), (b, n)).copy()  # which original particle's pair
@@ -125,7 +133,7 @@ def test_tsmcts_slots_keep_the_statistics_of_every_group_and_second_action():
     lw = rng.normal(size=(b, n)) * (30.0 if step == 2 else 1.0)
     ret = rng.normal(size=(b, n))
     p = _particles(np.take_along_axis(slot, carried, 1), group, lw, ret)
-    values = backpropagation.update(values, p.replace(group=jnp.asarray(group, jnp.int32)))
+    values = backpropagation.update(values, p, labels_are_runs=True)
     pair_second = np.take_along_axis(second, carried, 1)
     for i in range(b):
       for gg in range(g):
@@ -138,18 +146,20 @@ def test_tsmcts_slots_keep_the_statistics_of_every_group_and_second_action():
           ref_q[i, gg, aa] = (ref_n[i, gg, aa] * ref_q[i, gg, aa] + c_t * q_t) / (
               ref_n[i, gg, aa] + c_t)
           ref_n[i, gg, aa] += c_t
-    # Resample within groups: each particle copies a random member of its group.
+    # Resample within groups: sorted random members of the particle's group.
     for i in range(b):
-      for j in range(n):
-        carried[i, j] = carried[i, rng.choice(np.flatnonzero(group[i] == group[i, j]))]
-  first = tsmcts.RootStep(
-      reward=jnp.zeros((b, n)), discount=jnp.zeros((b, n)), value=jnp.zeros((b, n)),
-      root_action=jnp.zeros((b, n), jnp.int32), second_label=jnp.asarray(second, jnp.int32),
-      pooled_logits=jnp.zeros((b, g, a)), pooled_value=jnp.zeros((b, g)))
-  q, visits = tsmcts._values_by_second_label(
-      values, _particles(slot, group, np.zeros((b, n)), np.zeros((b, n))), first, g)
-  np.testing.assert_array_equal(np.asarray(visits), ref_n)
-  np.testing.assert_allclose(np.asarray(q), ref_q, rtol=1e-5, atol=1e-6)
+      ancestors = np.array([rng.choice(np.flatnonzero(group[i] == group[i, j]))
+                            for j in range(n)])
+      ancestors = np.sort(ancestors)  # groups are contiguous: sorting keeps them in place
+      carried[i] = carried[i, ancestors]
+  record = rerooting.RootStep.zeros(b, n, g, a).replace(
+      second_label=jnp.asarray(second, jnp.int32), slot=jnp.asarray(slot, jnp.int32))
+  spread = lambda x: np.asarray(rerooting.spread_to_second_labels(
+      x, jnp.asarray(group, jnp.int32), record))
+  visits = spread(values.visits)
+  q = spread(jnp.where(values.visits > 0, values.qvalues, 0.0))
+  np.testing.assert_array_equal(visits, ref_n)
+  np.testing.assert_allclose(q, ref_q, rtol=1e-5, atol=1e-6)
 
 
 def test_split_particles_gives_leftovers_to_best_ranked():

@@ -37,27 +37,31 @@ class ActionValues:
     return cls(qvalues=z, visits=z)
 
 
-def depth_estimates(particles: Particles, num_labels: int):
+def depth_estimates(particles: Particles, num_labels: int,
+                    labels_are_runs: bool = False) -> tuple[chex.Array, chex.Array]:
   """Weighted mean return `q_t` and particle count `c_t` of every label.
 
   Weights are max-subtracted *within each label* before normalising
   (`algorithms.md` section 8.5): normalising over the whole root would
   underflow the weights of every label but the dominant one.
+  `labels_are_runs`: every label is one contiguous run of particles (TSMCTS's
+  slots), summed in `O(B·N)` instead of through a `[B, N, L]` membership.
   Returns `(q [B, L], count [B, L])`.
   """
   lw = particles.log_weight
   w = jnp.exp(lw - segments.segment_max(lw, particles.label, num_labels, gather=True))
-  # One contraction for the three sums: [B, N, 3] -> [B, L, 3].
+  # One reduction for the three sums: [B, N, 3] -> [B, L, 3].
   stacked = jnp.stack([w, w * particles.bootstrapped_return, jnp.ones_like(w)], axis=-1)
-  sum_w, sum_wg, count = jnp.moveaxis(
-      segments.segment_sum(stacked, particles.label, num_labels), -1, 0)
+  label_sum = segments.run_sum if labels_are_runs else segments.segment_sum
+  sum_w, sum_wg, count = jnp.moveaxis(label_sum(stacked, particles.label, num_labels), -1, 0)
   q = jnp.where(count > 0, sum_wg / jnp.maximum(sum_w, 1e-30), 0.0)
   return q, count
 
 
-def update(values: ActionValues, particles: Particles) -> ActionValues:
+def update(values: ActionValues, particles: Particles,
+           labels_are_runs: bool = False) -> ActionValues:
   """`Q ← (n·Q + c_t·q_t)/(n + c_t)`, `n += c_t` for every label with particles."""
-  q_t, c_t = depth_estimates(particles, values.qvalues.shape[-1])
+  q_t, c_t = depth_estimates(particles, values.qvalues.shape[-1], labels_are_runs)
   visits = values.visits + c_t
   running = (values.visits * values.qvalues + c_t * q_t) / jnp.maximum(visits, 1)
   qvalues = jnp.where(c_t > 0, running, values.qvalues)

@@ -9,12 +9,17 @@ such data to be an error instead.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
+import chex
 import jax.numpy as jnp
+import mctx
 from jax.experimental import checkify
 
+from smctx._src.summary_tree import SearchDiagnostics
 
-def check_diagnostics(diagnostics) -> None:
+
+def check_diagnostics(diagnostics: SearchDiagnostics) -> None:
   """`checkify.check`s the data problems a search reported."""
   checkify.check(~jnp.any(diagnostics.nonfinite_root),
                  "smctx: root.value or root.prior_logits is NaN/inf in {n} rows",
@@ -27,7 +32,7 @@ def check_diagnostics(diagnostics) -> None:
                  n=jnp.sum(diagnostics.no_valid_action))
 
 
-def checked(policy):
+def checked(policy: Callable[..., mctx.PolicyOutput]) -> Callable:
   """Wraps an smctx policy so that data problems become `checkify` errors.
 
   The wrapped function takes the policy's arguments and returns
@@ -40,9 +45,11 @@ def checked(policy):
   """
 
   @functools.wraps(policy)
-  def search(params, rng_key, root, recurrent_fn, num_simulations, invalid_actions=None,
-             *args, **kwargs):
-    def run(params, rng_key, root, invalid_actions):
+  def search(params: chex.ArrayTree, rng_key: chex.PRNGKey, root: mctx.RootFnOutput,
+             recurrent_fn: mctx.RecurrentFn, num_simulations: int,
+             invalid_actions: chex.Array | None = None, *args, **kwargs):
+    def run(params: chex.ArrayTree, rng_key: chex.PRNGKey, root: mctx.RootFnOutput,
+            invalid_actions: chex.Array | None) -> mctx.PolicyOutput:
       output = policy(params, rng_key, root, recurrent_fn, num_simulations, invalid_actions,
                       *args, **kwargs)
       check_diagnostics(output.search_tree.extra_data)

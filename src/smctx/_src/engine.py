@@ -20,9 +20,14 @@ import jax.numpy as jnp
 
 from smctx._src import backpropagation
 from smctx._src import particles as particles_lib
-from smctx._src import validation
+from smctx._src import segments
+from smctx._src.base import ActionModel
+from smctx._src.base import LoopFn
 from smctx._src.particles import ModelStep, Particles
 
+# SMC temperature of the TD log-weights, for TD errors in units of their running
+# RMS (`td_scale="running"`); measured in docs/algorithms.md, "Temperature".
+DEFAULT_TEMPERATURE = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +44,10 @@ class EngineConfig:
   num_groups: resampling groups per root (1, or `m1` for TSMCTS).
   num_labels: values a particle label can take: the number of actions (SMC,
     SMCTS) or of slots (TSMCTS); the size of the back-propagated table.
+  labels_are_runs: every label is one contiguous run of particles (TSMCTS's
+    slots; resampling keeps runs contiguous), so label sums are `O(B·N)`.
+  backpropagate: whether to keep the running means of returns per label
+    (SMCTS, TSMCTS); SMC's target reads only its final particles.
   """
   temperature: float
   td_scale: str
@@ -47,20 +56,8 @@ class EngineConfig:
   resampling_method: str
   num_groups: int
   num_labels: int
-
-
-def engine_config(*, num_simulations, num_particles, max_depth, temperature, td_scale, resample,
-                  ess_threshold, resampling_method, gumbel_scale, max_num_considered_actions,
-                  num_groups: int = 1, num_labels: int = 1) -> EngineConfig:
-  """Checks the static arguments every policy shares and returns the engine's config."""
-  validation.check_static_args(
-      num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
-      temperature=temperature, td_scale=td_scale, resample=resample,
-      ess_threshold=ess_threshold, resampling_method=resampling_method,
-      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions)
-  return EngineConfig(temperature=temperature, td_scale=td_scale, resample=resample,
-                      ess_threshold=ess_threshold, resampling_method=resampling_method,
-                      num_groups=num_groups, num_labels=num_labels)
+  labels_are_runs: bool = False
+  backpropagate: bool = True
 
 
 @chex.dataclass(frozen=True)
@@ -85,15 +82,16 @@ class StepDiagnostics:
   nonfinite: chex.Array
 
 
-def distinct_labels_per_group(particles: Particles, num_labels: int):
+def distinct_labels_per_group(particles: Particles, num_labels: int) -> chex.Array:
   """Mean over non-empty groups of the number of distinct labels carried. `[B]`.
 
   Labels never span groups (SMC and SMCTS have one group; a TSMCTS slot
   belongs to one group), so this is the number of labels carried over the
-  number of groups, which are contiguous along the particle axis.
+  number of groups, which are contiguous along the particle axis. `O(B·(N + L))`.
   """
-  carried = jnp.any(jax.nn.one_hot(particles.label, num_labels, dtype=bool), axis=1)  # [B, L]
-  groups = 1 + jnp.sum(particles.group[:, 1:] != particles.group[:, :-1], axis=-1)
+  ones = jnp.ones(particles.label.shape, jnp.float32)
+  carried = segments.segment_max(ones, particles.label, num_labels) > 0  # [B, L]
+  groups = jnp.sum(segments.run_starts(particles.group), axis=-1)
   return (jnp.sum(carried, axis=-1) / groups).astype(jnp.float32)
 
 
@@ -108,31 +106,27 @@ def step_keys(rng_key: chex.PRNGKey, num_steps: int) -> chex.Array:
   return jax.random.split(rng_key, (num_steps, 3))
 
 
-def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scale: TDScale,
-             step: ModelStep, rng_keys: chex.Array, config: EngineConfig,
-             allow_resample: chex.Array, model):
-  """One depth step after the model call `step`.
-
-  `rng_keys`: two keys, for resampling and for the next actions (`step_keys`).
-  `model` (an action model, `actions.py`) draws every particle's next action.
-
-  Returns `(particles, values, td_scale, StepDiagnostics)`. Resampling is
-  skipped where `allow_resample` is False (the last step of an SMC run:
-  resampling then only adds noise, `algorithms.md` section 8.4).
-  """
-  resample_key, action_key = rng_keys[0], rng_keys[1]
-  # Weighting: TD advantage, optionally in units of its running spread.
+def scaled_td(particles: Particles, step: ModelStep, td_scale: TDScale,
+              config: EngineConfig) -> tuple[chex.Array, TDScale]:
+  """TD advantages `δ [B, N]` (0 once terminated), in units of their running RMS if asked."""
   delta = particles_lib.td_log_weight_increment(particles, step, 1.0)
-  if config.td_scale == "running":
-    alive = (particles.discount_product != 0).astype(jnp.float32)
-    td_scale = TDScale(sum_sq=td_scale.sum_sq + jnp.sum(alive * delta**2, axis=-1),
-                       count=td_scale.count + jnp.sum(alive, axis=-1))
-    rms = jnp.sqrt(td_scale.sum_sq / jnp.maximum(td_scale.count, 1.0))
-    delta = delta / jnp.maximum(rms, 1e-6)[:, None]
-  particles = particles_lib.advance(particles, step, delta / config.temperature)
-  # Back-propagation into the root statistics, before resampling.
-  values = backpropagation.update(values, particles)
-  # Resampling within groups.
+  if config.td_scale != "running":
+    return delta, td_scale
+  alive = (particles.discount_product != 0).astype(jnp.float32)
+  td_scale = TDScale(sum_sq=td_scale.sum_sq + jnp.sum(alive * delta**2, axis=-1),
+                     count=td_scale.count + jnp.sum(alive, axis=-1))
+  rms = jnp.sqrt(td_scale.sum_sq / jnp.maximum(td_scale.count, 1.0))
+  return delta / jnp.maximum(rms, 1e-6)[:, None], td_scale
+
+
+def resample_within_groups(rng_key: chex.PRNGKey, particles: Particles, config: EngineConfig,
+                           allow_resample: chex.Array
+                           ) -> tuple[Particles, chex.Array, chex.Array]:
+  """Resamples the groups whose ESS is low (or every group, or none: `config.resample`).
+
+  Returns `(particles, group_resamples [B, G], ess [B, G])`; a resampled
+  group's log-weights restart at 0.
+  """
   ess, size = particles_lib.group_ess(particles.log_weight, particles.group, config.num_groups)
   if config.resample == "ess":
     group_resamples = ess < config.ess_threshold * size
@@ -142,17 +136,40 @@ def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scal
     group_resamples = jnp.zeros_like(size, bool)
   group_resamples = group_resamples & (size > 0) & allow_resample
   ancestors = particles_lib.resampling_ancestors(
-      resample_key, particles.log_weight, particles.group, config.num_groups,
+      rng_key, particles.log_weight, particles.group, config.num_groups,
       config.resampling_method)
   particle_resamples = jnp.take_along_axis(group_resamples, particles.group, axis=1)
   n = jnp.arange(particles.value.shape[1])[None]
-  resampled = particles_lib.take_particles(
-      particles, jnp.where(particle_resamples, ancestors, n))
+  resampled = particles_lib.gather_particles(particles, jnp.where(particle_resamples, ancestors, n))
   particles = resampled.replace(
       log_weight=jnp.where(particle_resamples, 0.0, resampled.log_weight))
+  return particles, group_resamples, ess
+
+
+def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scale: TDScale,
+             step: ModelStep, rng_keys: chex.Array, config: EngineConfig,
+             allow_resample: chex.Array, model: ActionModel
+             ) -> tuple[Particles, backpropagation.ActionValues, TDScale, StepDiagnostics]:
+  """One depth step after the model call `step`.
+
+  Weighting by TD advantage, back-up along each particle, back-propagation of
+  weighted returns into the root statistics, resampling within groups, and the
+  next action of every particle. `rng_keys`: two keys, for resampling and for
+  the next actions (`step_keys`); `model` (an action model, `actions.py`) draws
+  the next actions. Resampling is skipped where `allow_resample` is False (the
+  last step of an SMC run: resampling then only adds noise, `algorithms.md`
+  section 8.4).
+  """
+  chex.assert_equal_shape([particles.value, step.value, step.reward, step.discount])
+  delta, td_scale = scaled_td(particles, step, td_scale, config)
+  particles = particles_lib.advance(particles, step, delta / config.temperature)
+  if config.backpropagate:  # before resampling: every particle's return counts once
+    values = backpropagation.update(values, particles, config.labels_are_runs)
+  particles, group_resamples, ess = resample_within_groups(
+      rng_keys[0], particles, config, allow_resample)
   # Next action of every particle, drawn after resampling so that copies of a
   # particle explore independently.
-  particles = particles.replace(action=model.sample(action_key, particles.policy))
+  particles = particles.replace(action=model.sample(rng_keys[1], particles.policy))
   diagnostics = StepDiagnostics(
       ess=jnp.sum(ess, axis=-1),
       distinct_actions=distinct_labels_per_group(particles, config.num_labels),
@@ -162,7 +179,7 @@ def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scal
   return particles, values, td_scale, diagnostics
 
 
-def _varying_axes(x) -> frozenset:
+def _varying_axes(x: chex.Array) -> frozenset:
   """Mesh axes a value varies over inside `shard_map` (empty outside)."""
   aval = jax.typeof(x)
   manual = getattr(aval, "manual_axis_type", None)
@@ -171,7 +188,7 @@ def _varying_axes(x) -> frozenset:
   return frozenset(getattr(aval, "vma", ()))
 
 
-def match_varying(tree, *references):
+def match_varying(tree: chex.ArrayTree, *references: chex.ArrayTree) -> chex.ArrayTree:
   """Casts every leaf of `tree` to vary over the mesh axes any leaf (or reference) varies over.
 
   Inside `shard_map`, a loop carry or `lax.cond` branch built from constants
@@ -184,14 +201,16 @@ def match_varying(tree, *references):
   if not axes:
     return tree
 
-  def cast(x):
+  def cast(x: chex.Array) -> chex.Array:
     missing = axes - _varying_axes(x)
     return jax.lax.pcast(x, tuple(sorted(missing)), to="varying") if missing else x
 
   return jax.tree_util.tree_map(cast, tree)
 
 
-def run_steps(loop_fn, num_steps: int, body: Callable, carry, batch_size: int, reference=()):
+def run_steps(loop_fn: LoopFn, num_steps: int, body: Callable, carry: chex.ArrayTree,
+              batch_size: int, reference: chex.ArrayTree = ()
+              ) -> tuple[chex.ArrayTree, StepDiagnostics]:
   """Runs `carry, diag = body(i, carry)` for `i < num_steps` with `loop_fn`.
 
   Returns `(carry, diagnostics)` where each diagnostics field is stacked to
@@ -205,7 +224,7 @@ def run_steps(loop_fn, num_steps: int, body: Callable, carry, batch_size: int, r
       num_resamples=jnp.zeros((batch_size, num_steps), jnp.int32),
       nonfinite=jnp.zeros((batch_size, num_steps), jnp.int32))
 
-  def loop_body(i, state):
+  def loop_body(i: chex.Array, state: tuple) -> tuple:
     carry, buffers = state
     carry, diag = body(i, carry)
     buffers = jax.tree_util.tree_map(lambda b, x: b.at[:, i].set(x.astype(b.dtype)), buffers, diag)
@@ -214,8 +233,9 @@ def run_steps(loop_fn, num_steps: int, body: Callable, carry, batch_size: int, r
   return loop_fn(0, num_steps, loop_body, match_varying((carry, buffers), reference))
 
 
-def run_smc(params, rng_key, model, particles: Particles, num_steps: int,
-            config: EngineConfig, loop_fn):
+def run_smc(params: chex.ArrayTree, rng_key: chex.PRNGKey, model: ActionModel,
+            particles: Particles, num_steps: int, config: EngineConfig, loop_fn: LoopFn
+            ) -> tuple[Particles, backpropagation.ActionValues, StepDiagnostics]:
   """`num_steps` SMC depth steps from `particles` sitting at the root (SMC, SMCTS).
 
   `model` is an action model (`actions.py`) wrapping the user's `recurrent_fn`.
@@ -228,7 +248,7 @@ def run_smc(params, rng_key, model, particles: Particles, num_steps: int,
   values = backpropagation.ActionValues.zeros(batch_size, config.num_labels)
   keys = step_keys(rng_key, num_steps)
 
-  def body(i, carry):
+  def body(i: chex.Array, carry: tuple) -> tuple:
     particles, values, td_scale = carry
     step = particles_lib.mutate(params, keys[i, 0], model, particles.action, particles.embedding)
     particles, values, td_scale, diag = smc_step(

@@ -8,6 +8,8 @@ gives TSMCTS's second greedification at the states after the root.
 
 from __future__ import annotations
 
+from typing import Any
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -28,7 +30,8 @@ def mask_logits(logits: chex.Array, invalid_actions: chex.Array | None) -> chex.
   return jnp.where(invalid_actions, jnp.finfo(logits.dtype).min, logits)
 
 
-def mixed_value(raw_value, qvalues, visits, prior_probs):
+def mixed_value(raw_value: chex.Array, qvalues: chex.Array, visits: chex.Array,
+                prior_probs: chex.Array) -> chex.Array:
   """Gumbel MuZero's mixed value (Appendix D of Danihelka et al., 2022), `[...]`."""
   visited = visits > 0
   prior_probs = jnp.maximum(prior_probs, jnp.finfo(prior_probs.dtype).tiny)
@@ -56,8 +59,9 @@ class Greedified:
   tree: mctx.Tree
 
 
-def greedify(*, prior_logits, raw_value, qvalues, visits, qtransform,
-             invalid_actions=None, extra_data=None) -> Greedified:
+def greedify(*, prior_logits: chex.Array, raw_value: chex.Array, qvalues: chex.Array,
+             visits: chex.Array, qtransform: mctx.QTransform,
+             invalid_actions: chex.Array | None = None, extra_data: Any = None) -> Greedified:
   """Applies `I(π_θ, Q)` to a batch of roots. `prior_logits` must be masked."""
   provisional_value = mixed_value(raw_value, qvalues, visits, jax.nn.softmax(prior_logits, -1))
   completed = jnp.where(visits > 0, qvalues, provisional_value[..., None])  # Q̃

@@ -15,11 +15,14 @@ of every root at once.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import chex
 import jax
 import jax.numpy as jnp
 
 from smctx._src import segments
+from smctx._src.base import ActionModel
 
 
 @chex.dataclass(frozen=True)
@@ -66,7 +69,8 @@ def broadcast_to_particles(tree: chex.ArrayTree, num_particles: int) -> chex.Arr
       lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], num_particles) + x.shape[1:]), tree)
 
 
-def over_particle_slices(fn, rng_key, *trees):
+def over_particle_slices(fn: Callable, rng_key: chex.PRNGKey,
+                         *trees: chex.ArrayTree) -> chex.ArrayTree:
   """`fn(key_n, *slice_n)` for every particle slice `n`, as one batched call.
 
   The user's functions see what mctx shows them: `[B, ...]` rows, one per
@@ -83,12 +87,12 @@ def over_particle_slices(fn, rng_key, *trees):
   return jax.vmap(fn, in_axes=(0,) + (1,) * len(trees), out_axes=1)(keys, *trees)
 
 
-def particle_slice_keys(rng_key, num_particles: int) -> chex.Array:
+def particle_slice_keys(rng_key: chex.PRNGKey, num_particles: int) -> chex.Array:
   """The key of every particle slice, `[N]` keys: slice `n` draws with key `n`."""
   return jax.random.split(rng_key, num_particles)
 
 
-def uniform_per_slice(rng_key, shape) -> chex.Array:
+def uniform_per_slice(rng_key: chex.PRNGKey, shape: tuple[int, ...]) -> chex.Array:
   """`[B, N, ...]` uniforms, slice `n` drawn as `jax.random.uniform(key_n, [B, ...])`.
 
   The keys are those of `over_particle_slices`, so that a function drawing
@@ -119,7 +123,8 @@ class ModelStep:
   nonfinite: chex.Array
 
 
-def mutate(params, rng_key, model, action, embedding) -> ModelStep:
+def mutate(params: chex.ArrayTree, rng_key: chex.PRNGKey, model: ActionModel,
+           action: chex.ArrayTree, embedding: chex.ArrayTree) -> ModelStep:
   """Calls the model once on all `B·N` particles.
 
   `model` is an action model (`smctx._src.actions`): it calls the user's
@@ -158,7 +163,8 @@ def sanitize_logits(logits: chex.Array) -> chex.Array:
   return jnp.where(jnp.isnan(logits), low, logits)
 
 
-def td_log_weight_increment(particles: Particles, step: ModelStep, temperature) -> chex.Array:
+def td_log_weight_increment(particles: Particles, step: ModelStep,
+                            temperature: chex.Numeric) -> chex.Array:
   """`δ/temperature` with `δ = reward + discount·value' − value`; 0 once terminated.
 
   `δ` is the mover's advantage at that step, so two-player games
@@ -169,7 +175,8 @@ def td_log_weight_increment(particles: Particles, step: ModelStep, temperature) 
   return jnp.where(alive, delta / temperature, 0.0)
 
 
-def advance(particles: Particles, step: ModelStep, log_weight_increment) -> Particles:
+def advance(particles: Particles, step: ModelStep,
+            log_weight_increment: chex.Array) -> Particles:
   """Moves every particle to its successor and backs its return up along it."""
   return particles.replace(
       embedding=step.embedding,
@@ -194,12 +201,15 @@ def group_ess(log_weight: chex.Array, group: chex.Array, num_groups: int):
   return ess, size
 
 
-def resampling_ancestors(rng_key, log_weight, group, num_groups, method: str) -> chex.Array:
+def resampling_ancestors(rng_key: chex.PRNGKey, log_weight: chex.Array, group: chex.Array,
+                         num_groups: int, method: str) -> chex.Array:
   """Ancestor index of every particle, drawn within its own group.
 
   Systematic resampling: one uniform per group, `N_g` evenly spaced positions
   in the group's cumulative weights. Multinomial: one uniform per particle.
   Every group is resampled; the caller decides which groups keep the result.
+  Ancestors are non-decreasing along the particle axis, so a run of particles
+  with equal labels stays one contiguous run (TSMCTS's slots rely on it).
   Returns `[B, N]` int32 indices into the particle axis.
   """
   batch_size, num_particles = log_weight.shape
@@ -223,7 +233,9 @@ def resampling_ancestors(rng_key, log_weight, group, num_groups, method: str) ->
     u = jnp.take_along_axis(u, group, axis=1)
     positions = rank + (idx - start + u) / size
   elif method == "multinomial":
-    positions = rank + jax.random.uniform(rng_key, (batch_size, num_particles))
+    # Sorted, so that ancestors are non-decreasing as with systematic
+    # resampling: a run of equal labels stays one run (TSMCTS's slots).
+    positions = jnp.sort(rank + jax.random.uniform(rng_key, (batch_size, num_particles)), axis=1)
   else:  # validated earlier; kept for direct callers.
     raise ValueError(f"resampling_method={method!r}; expected 'systematic' or 'multinomial'.")
   # Up to 128 particles per root, compare all positions with all CDF entries
@@ -235,12 +247,12 @@ def resampling_ancestors(rng_key, log_weight, group, num_groups, method: str) ->
   return jnp.clip(ancestors, start, end).astype(jnp.int32)
 
 
-def take_particles(particles: Particles, ancestors: chex.Array) -> Particles:
-  """Gathers every particle field (its label and group included) from `ancestors`."""
-  def gather(x):
+def gather_particles(tree: chex.ArrayTree, ancestors: chex.Array) -> chex.ArrayTree:
+  """Gathers every `[B, N, ...]` leaf of `tree` (e.g. `Particles`) along `N` from `ancestors`."""
+  def gather(x: chex.Array) -> chex.Array:
     index = ancestors.reshape(ancestors.shape + (1,) * (x.ndim - 2))
     return jnp.take_along_axis(x, index, axis=1)
-  return jax.tree_util.tree_map(gather, particles)
+  return jax.tree_util.tree_map(gather, tree)
 
 
 # Up to this many actions, sampling's cumulative sums are a matrix product with
@@ -250,7 +262,8 @@ def take_particles(particles: Particles, ancestors: chex.Array) -> Particles:
 MATMUL_CUMSUM_MAX_ACTIONS = 128
 
 
-def sample_actions(rng_key, prior_logits: chex.Array, uniform=None) -> chex.Array:
+def sample_actions(rng_key: chex.PRNGKey, prior_logits: chex.Array,
+                   uniform: chex.Array | None = None) -> chex.Array:
   """`a ~ Categorical(softmax(prior_logits))` for every particle, `[B, N]` int32.
 
   Inverse-CDF sampling with one uniform per particle. `jax.random.categorical`

@@ -18,6 +18,7 @@ from smctx._src import greedification
 from smctx._src import particles as particles_lib
 from smctx._src import segments
 from smctx._src import summary_tree
+from smctx._src.base import ActionModel
 from smctx._src.particles import Particles
 
 
@@ -30,7 +31,8 @@ class PreparedRoot:
   value: `[B]` float32. embedding: `[B, ...]`.
   invalid_actions: `[B, A]` bool used by the search (all False in rows that
     have no valid action). no_valid_action: `[B]` bool.
-  user_invalid_actions: `[B, A]` bool as given (all False if None).
+  user_invalid_actions: `[B, A]` bool as given (all False if None), and
+    actions whose logit is NaN.
   gumbel: `[B, A]` `gumbel_scale`-scaled Gumbel noise.
   nonfinite: `[B]` bool, rows whose value or logits were NaN/inf (not `-inf`).
   """
@@ -44,12 +46,14 @@ class PreparedRoot:
   nonfinite: chex.Array
 
 
-def prepare(rng_key, root: mctx.RootFnOutput, invalid_actions, gumbel_scale) -> PreparedRoot:
+def prepare(rng_key: chex.PRNGKey, root: mctx.RootFnOutput, invalid_actions: chex.Array | None,
+            gumbel_scale: chex.Numeric) -> PreparedRoot:
+  """Masks, sanitises and adds Gumbel noise to the root (see the module docstring)."""
   raw_logits = jnp.asarray(root.prior_logits, jnp.float32)
   raw_value = jnp.asarray(root.value, jnp.float32)
   nonfinite = ~jnp.isfinite(raw_value) | jnp.any(jnp.isnan(raw_logits) | (raw_logits == jnp.inf),
                                                   axis=-1)
-  # +inf logits become the row's maximum finite logit; NaN logits become invalid-like.
+  # +inf logits become the row's maximum finite logit; NaN logits are invalid (below).
   raw_logits = jnp.where(raw_logits == jnp.inf, jnp.finfo(jnp.float32).max, raw_logits)
   # Every action's logit stays above the invalid actions' minimum, so a valid
   # action whose prior is 0 (logit −inf) still outranks every invalid one: a row
@@ -57,10 +61,10 @@ def prepare(rng_key, root: mctx.RootFnOutput, invalid_actions, gumbel_scale) -> 
   logits = jnp.maximum(particles_lib.sanitize_logits(raw_logits),
                        0.5 * jnp.finfo(jnp.float32).min)
   batch_size, num_actions = logits.shape
-  if invalid_actions is None:
-    user_invalid = jnp.zeros((batch_size, num_actions), bool)
-  else:
-    user_invalid = jnp.asarray(invalid_actions).astype(bool)
+  # A NaN logit makes its action invalid (documented), as a mask would.
+  user_invalid = jnp.isnan(jnp.asarray(root.prior_logits, jnp.float32))
+  if invalid_actions is not None:
+    user_invalid = user_invalid | jnp.asarray(invalid_actions).astype(bool)
   no_valid = jnp.all(user_invalid, axis=-1)
   invalid = user_invalid & ~no_valid[:, None]
   value = jnp.where(jnp.isfinite(raw_value), raw_value, 0.0)
@@ -71,8 +75,10 @@ def prepare(rng_key, root: mctx.RootFnOutput, invalid_actions, gumbel_scale) -> 
       user_invalid_actions=user_invalid, gumbel=gumbel, nonfinite=nonfinite)
 
 
-def particles_at_root(root: PreparedRoot, model, num_particles: int, root_action, group, label,
-                      params=None, rng_key=None) -> Particles:
+def particles_at_root(root: PreparedRoot, model: ActionModel, num_particles: int,
+                      root_action: chex.Array, group: chex.Array, label: chex.Array,
+                      params: chex.ArrayTree = None,
+                      rng_key: chex.PRNGKey | None = None) -> Particles:
   """`N` particles per root sitting at the root state, about to take `root_action [B, N]`.
 
   `model` (an action model, `actions.py`) turns root action indices into
@@ -93,22 +99,24 @@ def particles_at_root(root: PreparedRoot, model, num_particles: int, root_action
       label=label.astype(jnp.int32))
 
 
-def particles_taking(root: PreparedRoot, model, root_action, params=None,
-                     rng_key=None) -> Particles:
+def particles_taking(root: PreparedRoot, model: ActionModel, root_action: chex.Array,
+                     params: chex.ArrayTree = None,
+                     rng_key: chex.PRNGKey | None = None) -> Particles:
   """One group of particles at the root, each about to take (and labelled by) its root action."""
   return particles_at_root(root, model, root_action.shape[1], root_action,
                            group=jnp.zeros_like(root_action), label=root_action, params=params,
                            rng_key=rng_key)
 
 
-def root_action_counts(root_action, num_actions: int):
+def root_action_counts(root_action: chex.Array,
+                       num_actions: int) -> tuple[chex.Array, chex.Array]:
   """`(particles_per_action [B, 1, A], num_considered [B, 1])` of a one-iteration search."""
   counts = segments.segment_sum(jnp.ones(root_action.shape, jnp.float32), root_action,
                                 num_actions)
   return counts[:, None], jnp.sum(counts > 0, axis=-1)[:, None]
 
 
-def masked_argmax(score, invalid_actions):
+def masked_argmax(score: chex.Array, invalid_actions: chex.Array) -> chex.Array:
   """Argmax over valid actions, `[B]` int32."""
   return jnp.argmax(jnp.where(invalid_actions, -jnp.inf, score), axis=-1).astype(jnp.int32)
 

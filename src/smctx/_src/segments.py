@@ -1,7 +1,7 @@
 """Per-root segment reductions over the particle axis.
 
 Particles of one root are summed (or maxed) into segments: root actions,
-resampling groups, or (group, second action) pairs.
+resampling groups, or TSMCTS's slots (one per (group, second action) pair).
 
 Sums are contractions with a one-hot membership matrix `[B, N, num_segments]`
 (`einsum`), not scatter-adds. A scatter-add on GPU accumulates with atomics in
@@ -56,17 +56,53 @@ def segment_max(data: chex.Array, segment_ids: chex.Array, num_segments: int,
   return jnp.take_along_axis(out, segment_ids, axis=1) if gather else out
 
 
-def first_in_segment(segment_ids: chex.Array, num_segments: int) -> chex.Array:
-  """Index of the first particle of each particle's segment, `[B, N]` int32."""
-  index = jnp.broadcast_to(jnp.arange(segment_ids.shape[1], dtype=jnp.int32), segment_ids.shape)
-  first = jax.vmap(lambda i, s: jax.ops.segment_min(i, s, num_segments))(index, segment_ids)
-  return jnp.take_along_axis(first, segment_ids, axis=1)
+def run_starts(segment_ids: chex.Array) -> chex.Array:
+  """`[B, N]` bool: where a run of equal ids starts along the particle axis."""
+  return jnp.concatenate(
+      [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+
+
+def run_start_index(segment_ids: chex.Array) -> chex.Array:
+  """Index of the first particle of each particle's run of equal ids, `[B, N]` int32."""
+  n = jnp.arange(segment_ids.shape[1], dtype=jnp.int32)[None]
+  return jax.lax.cummax(jnp.where(run_starts(segment_ids), n, 0), axis=1)
 
 
 def position_in_segment(segment_ids: chex.Array) -> chex.Array:
   """Index of each particle within its contiguous segment, `[B, N]` int32."""
-  n = jnp.arange(segment_ids.shape[1])[None]
-  is_start = jnp.concatenate(
-      [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
-  start = jax.lax.cummax(jnp.where(is_start, n, 0), axis=1)
-  return (n - start).astype(jnp.int32)
+  n = jnp.arange(segment_ids.shape[1], dtype=jnp.int32)[None]
+  return n - run_start_index(segment_ids)
+
+
+def run_sum(data: chex.Array, segment_ids: chex.Array, num_segments: int) -> chex.Array:
+  """`[B, N, ...]` data summed per segment when every segment is one contiguous run.
+
+  The `O(B·N)` counterpart of `segment_sum` for segment ids that take up to
+  `N` values (TSMCTS's slots), where a one-hot membership would be `[B, N, N]`.
+  Each run is summed by a segmented suffix scan (a fixed order, so bit-identical
+  across runs on GPU), and its total is written to its id by the run's first
+  particle, the only writer of that id. Returns `[B, num_segments, ...]`, zero
+  for ids no particle carries.
+  """
+  chex.assert_equal_shape_prefix([data, segment_ids], 2)
+  is_end = jnp.concatenate(
+      [segment_ids[:, 1:] != segment_ids[:, :-1], jnp.ones_like(segment_ids[:, :1], bool)],
+      axis=1)
+  is_end = is_end.reshape(is_end.shape + (1,) * (data.ndim - 2))
+
+  # In the suffix order of the scan, `later` is the element further right.
+  def combine(later: tuple, earlier: tuple) -> tuple:
+    ends_later, sum_later = later
+    ends_earlier, sum_earlier = earlier
+    return ends_later | ends_earlier, jnp.where(ends_earlier, sum_earlier, sum_later + sum_earlier)
+
+  _, suffix = jax.lax.associative_scan(
+      combine, (jnp.broadcast_to(is_end, data.shape), data), reverse=True, axis=1)
+  # The first particle of a run holds the run's total; every other particle writes nowhere.
+  target = jnp.where(run_starts(segment_ids), segment_ids, num_segments)
+
+  def write(total: chex.Array, index: chex.Array) -> chex.Array:
+    return jnp.zeros((num_segments,) + total.shape[1:], total.dtype).at[index].set(
+        total, mode="drop")
+
+  return jax.vmap(write)(suffix, target)

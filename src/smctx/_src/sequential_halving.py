@@ -13,6 +13,8 @@ from __future__ import annotations
 import chex
 import jax.numpy as jnp
 
+from smctx._src import segments
+
 
 # Up to this many actions, ranks come from pairwise comparisons (`O(A²)` per
 # row, vectorised): on CPU an XLA sort of `[4096, 32]` rows took 9.6 ms against
@@ -52,7 +54,8 @@ def rank_candidates(score: chex.Array, considered: chex.Array) -> chex.Array:
   return descending_order(jnp.where(considered, score, -jnp.inf))
 
 
-def top_considered(score: chex.Array, considered: chex.Array, num_keep) -> chex.Array:
+def top_considered(score: chex.Array, considered: chex.Array,
+                   num_keep: chex.Numeric) -> chex.Array:
   """The best `num_keep` of the considered actions (fewer if fewer are considered)."""
   rank = descending_rank(jnp.where(considered, score, -jnp.inf))
   return considered & (rank < num_keep)
@@ -71,7 +74,8 @@ def split_particles(num_particles: int, num_live: chex.Array) -> chex.Array:
   return jnp.minimum(group, m - 1).astype(jnp.int32)
 
 
-def assign_particles(score: chex.Array, considered: chex.Array, num_particles: int):
+def assign_particles(score: chex.Array, considered: chex.Array,
+                     num_particles: int) -> tuple[chex.Array, chex.Array, chex.Array]:
   """Splits the particles over the considered actions, best-ranked first.
 
   Returns `(group [B, N], root_action [B, N], num_live [B])`.
@@ -83,11 +87,67 @@ def assign_particles(score: chex.Array, considered: chex.Array, num_particles: i
   return group, root_action, num_live
 
 
-def combine_iterations(q_sh: chex.Array, n_sh: chex.Array, q_i: chex.Array, n_i: chex.Array):
+def combine_iterations(q_sh: chex.Array, n_sh: chex.Array, q_i: chex.Array,
+                       n_i: chex.Array) -> tuple[chex.Array, chex.Array]:
   """Inverse-variance combination with `Var ∝ 1/N_i`, kept in place (`O(A)` state).
 
   `Q_SH ← Σ_j N_j·Q_j / Σ_j N_j`; all arrays `[B, A]`.
   """
+  chex.assert_equal_shape([q_sh, n_sh, q_i, n_i])
   total = n_sh + n_i
   q = jnp.where(n_i > 0, (n_sh * q_sh + n_i * q_i) / jnp.maximum(total, 1), q_sh)
   return q, total
+
+
+@chex.dataclass(frozen=True)
+class HalvingState:
+  """Root state of Sequential Halving, `O(A)` per root whatever the budget.
+
+  qvalues, weights: `Q_SH` and `Σ_j N_j(a)` of the inverse-variance
+  combination `[B, A]`; visits: model evaluations under each action `[B, A]`;
+  considered: candidates still alive `[B, A]`; particles_per_action
+  `[B, K, A]` and num_considered `[B, K]` are diagnostics.
+  """
+  qvalues: chex.Array
+  weights: chex.Array
+  visits: chex.Array
+  considered: chex.Array
+  particles_per_action: chex.Array
+  num_considered: chex.Array
+
+  @classmethod
+  def start(cls, considered: chex.Array, num_iterations: int) -> "HalvingState":
+    batch_size, num_actions = considered.shape
+    zeros_a = jnp.zeros((batch_size, num_actions), jnp.float32)
+    return cls(qvalues=zeros_a, weights=zeros_a, visits=zeros_a, considered=considered,
+               particles_per_action=jnp.zeros((batch_size, num_iterations, num_actions),
+                                              jnp.float32),
+               num_considered=jnp.zeros((batch_size, num_iterations), jnp.int32))
+
+
+def iteration_values(reward: chex.Array, discount: chex.Array, value: chex.Array,
+                     root_action: chex.Array, improvement: chex.Array,
+                     num_actions: int) -> tuple[chex.Array, chex.Array]:
+  """`Q_i(a)` and the particles behind it, `[B, A]` each, from one iteration's particles.
+
+  `Q_i(a)` is the group mean of `r + discount·(v(s2) + improvement)` over the
+  particles that took `a` (`[B, N]` inputs), `improvement` being `V_SMCTS(s2)`
+  minus the pooled `v̄(s2)` of the particle's group: with a deterministic model
+  this is exactly `r + discount·V_SMCTS(s2)` (section 8.9).
+  """
+  chex.assert_equal_shape([reward, discount, value, root_action, improvement])
+  q_particle = reward + discount * (value + improvement)
+  count = segments.segment_sum(jnp.ones_like(q_particle), root_action, num_actions)
+  q_iter = segments.segment_sum(q_particle, root_action, num_actions) / jnp.maximum(count, 1)
+  return q_iter, count
+
+
+def record_iteration(halving: HalvingState, q_iter: chex.Array, count: chex.Array,
+                     depth: chex.Array, iteration: chex.Array) -> HalvingState:
+  """Takes iteration `iteration`'s `Q_i` into `Q_SH`, its visits and its diagnostics."""
+  q_sh, weights = combine_iterations(halving.qvalues, halving.weights, q_iter, count)
+  return halving.replace(
+      qvalues=q_sh, weights=weights, visits=halving.visits + count * depth,
+      particles_per_action=halving.particles_per_action.at[:, iteration].set(count),
+      num_considered=halving.num_considered.at[:, iteration].set(
+          jnp.sum(count > 0, axis=-1).astype(jnp.int32)))

@@ -17,16 +17,13 @@ import jax
 import jax.numpy as jnp
 import mctx
 
-from smctx._src import actions
 from smctx._src import budget
 from smctx._src import engine
+from smctx._src import start as start_lib
 from smctx._src import root as root_lib
 from smctx._src import segments
 from smctx._src import summary_tree
-from smctx._src import validation
-
-DEFAULT_TEMPERATURE = 0.3
-
+from smctx._src.engine import DEFAULT_TEMPERATURE
 
 def smc_policy(
     params: mctx.Params,
@@ -90,26 +87,25 @@ def smc_policy(
     mean return) and `search_tree.extra_data` a `SearchDiagnostics`.
   """
   del qtransform  # SMC's target is an occupancy, not a greedified Q.
-  config = engine.engine_config(
-      num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
-      temperature=temperature, td_scale=td_scale, resample=resample,
-      ess_threshold=ess_threshold, resampling_method=resampling_method,
-      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions)
-  batch_size, num_actions = validation.check_root(root, invalid_actions)
-  model = actions.as_action_model(recurrent_fn, num_actions)
-  layout = budget.smc_layout(num_simulations, num_actions, num_particles, max_depth,
-                             assign_without_replacement=False)
-  n = layout.num_particles
-  gumbel_key, init_key, search_key = jax.random.split(rng_key, 3)
-  prepared = root_lib.prepare(gumbel_key, root, invalid_actions, gumbel_scale)
-
+  start = start_lib.start_search(
+      rng_key=rng_key, root=root, recurrent_fn=recurrent_fn, num_simulations=num_simulations,
+      invalid_actions=invalid_actions, max_depth=max_depth, num_particles=num_particles,
+      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions,
+      temperature=temperature, td_scale=td_scale, resample=resample, ess_threshold=ess_threshold,
+      resampling_method=resampling_method,
+      layout_fn=lambda num_actions: budget.smc_layout(
+          num_simulations, num_actions, num_particles, max_depth,
+          assign_without_replacement=False))
+  prepared, layout, num_actions = start.root, start.layout, start.num_actions
   # Root actions sampled from the prior: the occupancy estimator requires it.
   root_action = jax.random.categorical(
-      init_key, prepared.prior_logits[:, None, :], shape=(batch_size, n)).astype(jnp.int32)
-  particles = root_lib.particles_taking(prepared, model, root_action, params, init_key)
-  config = dataclasses.replace(config, num_labels=num_actions)
-  particles, values, diagnostics = engine.run_smc(
-      params, search_key, model, particles, layout.num_steps, config, loop_fn)
+      start.init_key, prepared.prior_logits[:, None, :],
+      shape=(start.batch_size, start.num_particles)).astype(jnp.int32)
+  particles = root_lib.particles_taking(prepared, start.model, root_action, params,
+                                        start.init_key)
+  config = dataclasses.replace(start.config, backpropagate=False)
+  particles, _, diagnostics = engine.run_smc(
+      params, start.search_key, start.model, particles, layout.num_steps, config, loop_fn)
 
   # Weighted occupancy of root actions among the final particles.
   w = jax.nn.softmax(particles.log_weight, axis=-1)
@@ -132,4 +128,5 @@ def smc_policy(
   return root_lib.policy_output(
       prepared, action=action, action_weights=action_weights, tree=tree,
       step_diagnostics=diagnostics, particles_per_action=particles_per_action,
-      num_considered=num_considered, depths=layout.depths, num_particles=n)
+      num_considered=num_considered, depths=layout.depths,
+      num_particles=start.num_particles)

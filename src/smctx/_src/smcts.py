@@ -9,7 +9,6 @@ weighted returns of every root action and returns the greedified policy
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 import chex
@@ -17,17 +16,14 @@ import jax
 import jax.numpy as jnp
 import mctx
 
-from smctx._src import actions
 from smctx._src import budget
 from smctx._src import engine
+from smctx._src import start as start_lib
 from smctx._src import greedification
 from smctx._src import root as root_lib
 from smctx._src import sequential_halving
 from smctx._src import summary_tree
-from smctx._src import validation
-
-DEFAULT_TEMPERATURE = 0.3
-
+from smctx._src.engine import DEFAULT_TEMPERATURE
 
 def smcts_policy(
     params: mctx.Params,
@@ -90,41 +86,49 @@ def smcts_policy(
     per action (visits = particle-steps under the action, Q = running mean)
     and `search_tree.extra_data` a `SearchDiagnostics`.
   """
-  config = engine.engine_config(
-      num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
-      temperature=temperature, td_scale=td_scale, resample=resample,
-      ess_threshold=ess_threshold, resampling_method=resampling_method,
-      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions)
-  batch_size, num_actions = validation.check_root(root, invalid_actions)
-  model = actions.as_action_model(recurrent_fn, num_actions)
-  layout = budget.smc_layout(num_simulations, num_actions, num_particles, max_depth,
-                             assign_without_replacement=True)
-  n = layout.num_particles
-  gumbel_key, init_key, search_key = jax.random.split(rng_key, 3)
-  prepared = root_lib.prepare(gumbel_key, root, invalid_actions, gumbel_scale)
-
-  # Gumbel-top-min(N, valid) root actions without replacement, the rest sampled.
-  valid = ~prepared.invalid_actions
-  order = sequential_halving.rank_candidates(prepared.gumbel + prepared.prior_logits, valid)
-  num_valid = jnp.sum(valid, axis=-1, keepdims=True)
-  slot = jnp.arange(n)[None]
-  top = jnp.take_along_axis(order, jnp.minimum(slot, num_actions - 1), axis=1)
-  sampled = jax.random.categorical(
-      init_key, prepared.prior_logits[:, None, :], shape=(batch_size, n))
-  root_action = jnp.where(slot < num_valid, top, sampled).astype(jnp.int32)
-  particles = root_lib.particles_taking(prepared, model, root_action, params, init_key)
-  config = dataclasses.replace(config, num_labels=num_actions)
+  start = start_lib.start_search(
+      rng_key=rng_key, root=root, recurrent_fn=recurrent_fn, num_simulations=num_simulations,
+      invalid_actions=invalid_actions, max_depth=max_depth, num_particles=num_particles,
+      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions,
+      temperature=temperature, td_scale=td_scale, resample=resample, ess_threshold=ess_threshold,
+      resampling_method=resampling_method,
+      layout_fn=lambda num_actions: budget.smc_layout(
+          num_simulations, num_actions, num_particles, max_depth,
+          assign_without_replacement=True))
+  prepared, layout = start.root, start.layout
+  root_action = _root_actions(start.init_key, prepared, start.num_particles)
+  particles = root_lib.particles_taking(prepared, start.model, root_action, params,
+                                        start.init_key)
   _, values, diagnostics = engine.run_smc(
-      params, search_key, model, particles, layout.num_steps, config, loop_fn)
+      params, start.search_key, start.model, particles, layout.num_steps, start.config, loop_fn)
 
   greedified = greedification.greedify(
       prior_logits=prepared.prior_logits, raw_value=prepared.value,
       qvalues=values.qvalues, visits=values.visits, qtransform=qtransform,
       invalid_actions=prepared.invalid_actions)
+  # As Gumbel MuZero, the action is chosen among the actions the search
+  # visited: an unvisited action's completed Q is a guess (the mixed value),
+  # which the min-max rescaling can put above every searched one.
   action = root_lib.masked_argmax(
-      prepared.gumbel + prepared.prior_logits + greedified.transformed, prepared.invalid_actions)
-  particles_per_action, num_considered = root_lib.root_action_counts(root_action, num_actions)
+      prepared.gumbel + prepared.prior_logits + greedified.transformed,
+      prepared.invalid_actions | (values.visits == 0))
+  particles_per_action, num_considered = root_lib.root_action_counts(
+      root_action, start.num_actions)
   return root_lib.policy_output(
       prepared, action=action, action_weights=greedified.policy, tree=greedified.tree,
       step_diagnostics=diagnostics, particles_per_action=particles_per_action,
-      num_considered=num_considered, depths=layout.depths, num_particles=n)
+      num_considered=num_considered, depths=layout.depths, num_particles=start.num_particles)
+
+
+def _root_actions(rng_key: chex.PRNGKey, root: root_lib.PreparedRoot,
+                  num_particles: int) -> chex.Array:
+  """Gumbel-top-`min(N, valid)` root actions without replacement, the rest sampled. `[B, N]`."""
+  batch_size, num_actions = root.prior_logits.shape
+  valid = ~root.invalid_actions
+  order = sequential_halving.rank_candidates(root.gumbel + root.prior_logits, valid)
+  num_valid = jnp.sum(valid, axis=-1, keepdims=True)
+  slot = jnp.arange(num_particles)[None]
+  top = jnp.take_along_axis(order, jnp.minimum(slot, num_actions - 1), axis=1)
+  sampled = jax.random.categorical(
+      rng_key, root.prior_logits[:, None, :], shape=(batch_size, num_particles))
+  return jnp.where(slot < num_valid, top, sampled).astype(jnp.int32)

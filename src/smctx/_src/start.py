@@ -1,0 +1,92 @@
+"""What every policy does before its particles move.
+
+Validate the static arguments and the root, wrap the user's model in an action
+model, split the budget into width and depth, split the key, and prepare the
+root (masking, Gumbel noise). SMC, SMCTS and TSMCTS all begin with
+`start_search` and differ only in the layout they ask for and in what they do
+with the particles afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import chex
+import jax
+import mctx
+
+from smctx._src import actions
+from smctx._src import budget
+from smctx._src import engine
+from smctx._src import root as root_lib
+from smctx._src import validation
+from smctx._src.base import ActionModel
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchStart:
+  """A search about to run.
+
+  config: the particle engine's static settings; model: the action model;
+  layout: width and depth; root: the prepared root (arrays);
+  init_key, search_key: keys for the policy's root assignment and its loop.
+  """
+  config: engine.EngineConfig
+  model: ActionModel
+  layout: budget.Layout
+  root: root_lib.PreparedRoot
+  init_key: chex.PRNGKey
+  search_key: chex.PRNGKey
+
+  @property
+  def batch_size(self) -> int:
+    return self.root.prior_logits.shape[0]
+
+  @property
+  def num_actions(self) -> int:
+    return self.root.prior_logits.shape[1]
+
+  @property
+  def num_particles(self) -> int:
+    return self.layout.num_particles
+
+
+def start_search(
+    *,
+    rng_key: chex.PRNGKey,
+    root: mctx.RootFnOutput,
+    recurrent_fn: mctx.RecurrentFn | ActionModel,
+    num_simulations: int,
+    invalid_actions: Optional[chex.Array],
+    max_depth: Optional[int],
+    num_particles: Optional[int],
+    gumbel_scale: chex.Numeric,
+    max_num_considered_actions: int,
+    temperature: float,
+    td_scale: str,
+    resample: str,
+    ess_threshold: float,
+    resampling_method: str,
+    layout_fn: Callable[[int], budget.Layout],
+) -> SearchStart:
+  """Checks a policy's arguments and prepares its search.
+
+  `layout_fn(num_actions)` gives the policy's layout (static arithmetic).
+  """
+  validation.check_static_args(
+      num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
+      temperature=temperature, td_scale=td_scale, resample=resample,
+      ess_threshold=ess_threshold, resampling_method=resampling_method,
+      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions)
+  _, num_actions = validation.check_root(root, invalid_actions)
+  model = actions.as_action_model(recurrent_fn, num_actions)
+  layout = layout_fn(num_actions)
+  config = engine.EngineConfig(
+      temperature=temperature, td_scale=td_scale, resample=resample,
+      ess_threshold=ess_threshold, resampling_method=resampling_method,
+      num_groups=1, num_labels=num_actions)
+  gumbel_key, init_key, search_key = jax.random.split(rng_key, 3)
+  prepared = root_lib.prepare(gumbel_key, root, invalid_actions, gumbel_scale)
+  return SearchStart(config=config, model=model, layout=layout, root=prepared,
+                     init_key=init_key, search_key=search_key)

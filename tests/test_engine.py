@@ -1,0 +1,134 @@
+"""One step of the particle engine (`engine.smc_step`) against a hand-written NumPy step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from smctx._src import actions
+from smctx._src import backpropagation
+from smctx._src import engine
+from smctx._src import particles as particles_lib
+
+NUM_ACTIONS = 3
+LABEL = np.array([[0, 0, 1, 2]])
+VALUE = np.array([[0.5, 0.5, 0.2, 0.0]])
+RETURNS = np.array([[1.0, 0.0, 0.5, 0.0]])
+DISCOUNT_PRODUCT = np.array([[1.0, 0.9, 0.0, 1.0]])  # particle 2 has terminated
+REWARD = np.array([[1.0, -1.0, 5.0, 0.25]])
+DISCOUNT = np.array([[0.9, 0.9, 0.9, 0.0]])
+NEXT_VALUE = np.array([[2.0, 1.0, 3.0, 4.0]])
+# All prior mass on action 1: every particle's next action is 1.
+NEXT_LOGITS = np.broadcast_to(np.array([-1e9, 0.0, -1e9]), (1, 4, NUM_ACTIONS))
+
+
+def _inputs(log_weight=None):
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  log_weight = np.zeros((1, 4)) if log_weight is None else log_weight
+  particles = particles_lib.Particles(
+      embedding=jnp.zeros((1, 4)), action=jnp.zeros((1, 4), jnp.int32),
+      policy=jnp.zeros((1, 4, NUM_ACTIONS)), value=f32(VALUE), returns=f32(RETURNS),
+      discount_product=f32(DISCOUNT_PRODUCT), log_weight=f32(log_weight),
+      group=jnp.zeros((1, 4), jnp.int32), label=jnp.asarray(LABEL, jnp.int32))
+  step = particles_lib.ModelStep(
+      reward=f32(REWARD), discount=f32(DISCOUNT), value=f32(NEXT_VALUE),
+      policy=f32(NEXT_LOGITS), embedding=jnp.arange(4.0)[None],
+      nonfinite=jnp.zeros((1,), jnp.int32))
+  return particles, step
+
+
+def _config(**overrides):
+  settings = dict(temperature=2.0, td_scale="none", resample="never", ess_threshold=0.5,
+                  resampling_method="systematic", num_groups=1, num_labels=NUM_ACTIONS)
+  settings.update(overrides)
+  return engine.EngineConfig(**settings)
+
+
+def _step(config, log_weight=None, allow_resample=True, td_scale=None):
+  particles, step = _inputs(log_weight)
+  model = actions.DiscreteActions(recurrent_fn=None, num_actions=NUM_ACTIONS)
+  values = backpropagation.ActionValues.zeros(1, NUM_ACTIONS)
+  td_scale = engine.TDScale.zeros(1) if td_scale is None else td_scale
+  return engine.smc_step(particles, values, td_scale, step, jax.random.split(jax.random.key(0), 2),
+                         config, jnp.asarray(allow_resample), model)
+
+
+def _reference_step(temperature):
+  alive = DISCOUNT_PRODUCT != 0
+  delta = np.where(alive, REWARD + DISCOUNT * NEXT_VALUE - VALUE, 0.0)
+  log_weight = delta / temperature
+  returns = RETURNS + DISCOUNT_PRODUCT * REWARD
+  discount_product = DISCOUNT_PRODUCT * DISCOUNT
+  bootstrapped = returns + discount_product * NEXT_VALUE
+  q, visits = np.zeros(NUM_ACTIONS), np.zeros(NUM_ACTIONS)
+  for a in range(NUM_ACTIONS):
+    member = LABEL[0] == a
+    w = np.exp(log_weight[0, member] - log_weight[0, member].max())
+    q[a], visits[a] = np.sum(w * bootstrapped[0, member]) / np.sum(w), member.sum()
+  return dict(delta=delta, log_weight=log_weight, returns=returns,
+              discount_product=discount_product, q=q, visits=visits)
+
+
+def test_smc_step_weights_backs_up_and_back_propagates_as_specified():
+  particles, values, _, diagnostics = _step(_config())
+  ref = _reference_step(2.0)
+  np.testing.assert_allclose(np.asarray(particles.log_weight), ref["log_weight"], rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(particles.returns), ref["returns"], rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(particles.discount_product), ref["discount_product"])
+  np.testing.assert_allclose(np.asarray(particles.value), NEXT_VALUE)
+  np.testing.assert_allclose(np.asarray(values.qvalues)[0], ref["q"], rtol=1e-6)
+  np.testing.assert_array_equal(np.asarray(values.visits)[0], ref["visits"])
+  np.testing.assert_array_equal(np.asarray(particles.action), [[1, 1, 1, 1]])
+  w = np.exp(ref["log_weight"] - ref["log_weight"].max())
+  np.testing.assert_allclose(float(diagnostics.ess[0]), w.sum() ** 2 / (w**2).sum(), rtol=1e-5)
+  assert not bool(diagnostics.resampled[0])
+  assert float(diagnostics.distinct_actions[0]) == 3.0
+
+
+def test_smc_step_without_back_propagation_leaves_the_values_alone():
+  _, values, _, _ = _step(_config(backpropagate=False))
+  np.testing.assert_array_equal(np.asarray(values.visits), 0.0)
+
+
+def test_running_td_scale_divides_by_the_rms_of_the_alive_particles_td_errors():
+  particles, _, td_scale, _ = _step(_config(td_scale="running", temperature=1.0))
+  delta = _reference_step(1.0)["delta"]
+  alive = DISCOUNT_PRODUCT != 0
+  rms = np.sqrt(np.sum(delta[alive] ** 2) / alive.sum())
+  np.testing.assert_allclose(np.asarray(particles.log_weight), delta / rms, rtol=1e-5)
+  np.testing.assert_allclose(float(td_scale.count[0]), alive.sum())
+
+
+@pytest.mark.parametrize("method", ["systematic", "multinomial"])
+def test_resampling_always_copies_a_dominant_particle_and_resets_weights(method):
+  # Particle 3 holds all the weight: every particle becomes a copy of it.
+  log_weight = np.array([[-1e4, -1e4, -1e4, 0.0]])
+  particles, _, _, diagnostics = _step(_config(resample="always", resampling_method=method),
+                                       log_weight=log_weight)
+  np.testing.assert_array_equal(np.asarray(particles.label), [[2, 2, 2, 2]])
+  np.testing.assert_array_equal(np.asarray(particles.embedding), [[3.0, 3.0, 3.0, 3.0]])
+  np.testing.assert_array_equal(np.asarray(particles.log_weight), 0.0)
+  assert bool(diagnostics.resampled[0]) and int(diagnostics.num_resamples[0]) == 1
+  assert float(diagnostics.distinct_actions[0]) == 1.0
+
+
+def test_no_resampling_where_it_is_not_allowed():
+  log_weight = np.array([[-1e4, -1e4, -1e4, 0.0]])
+  particles, _, _, diagnostics = _step(_config(resample="always"), log_weight=log_weight,
+                                       allow_resample=False)
+  np.testing.assert_array_equal(np.asarray(particles.label), LABEL)
+  assert not bool(diagnostics.resampled[0])
+
+
+def test_run_steps_records_one_diagnostic_column_per_step():
+  def body(i, carry):
+    diagnostics = engine.StepDiagnostics(
+        ess=jnp.full((2,), i, jnp.float32), distinct_actions=jnp.zeros((2,)),
+        resampled=jnp.full((2,), i % 2 == 0), num_resamples=jnp.full((2,), i, jnp.int32),
+        nonfinite=jnp.zeros((2,), jnp.int32))
+    return carry + 1, diagnostics
+
+  carry, diagnostics = engine.run_steps(jax.lax.fori_loop, 5, body, jnp.int32(0), 2)
+  assert int(carry) == 5
+  np.testing.assert_array_equal(np.asarray(diagnostics.ess), [np.arange(5.0)] * 2)
+  np.testing.assert_array_equal(np.asarray(diagnostics.resampled)[0], [1, 0, 1, 0, 1])
