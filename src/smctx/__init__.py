@@ -15,17 +15,17 @@ candidate actions given at the root (`smctx.SampledRootFnOutput`), with a model
 returning `smctx.SampledRecurrentFnOutput`, on the same particle engine.
 """
 
-from smctx._src.actions import SampledPolicyOutput
-from smctx._src.actions import SampledRecurrentFnOutput
-from smctx._src.actions import SampledRootFnOutput
-from smctx._src.budget import Layout
+from smctx._src.base import Layout
+from smctx._src.base import SampledPolicyOutput
+from smctx._src.base import SampledRecurrentFnOutput
+from smctx._src.base import SampledRootFnOutput
+from smctx._src.base import SearchDiagnostics
 from smctx._src.checking import checked
 from smctx._src.smc import smc_policy
 from smctx._src.sampled import sampled_smc_policy
 from smctx._src.sampled import sampled_smcts_policy
 from smctx._src.sampled import sampled_tsmcts_policy
 from smctx._src.smcts import smcts_policy
-from smctx._src.summary_tree import SearchDiagnostics
 from smctx._src.tsmcts import tsmcts_policy
 
 __all__ = [

@@ -26,7 +26,7 @@ the same loop (`engine.py`, `tsmcts.py`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Optional
 
 import chex
 import jax
@@ -35,71 +35,10 @@ import mctx
 
 from smctx._src import particles as particles_lib
 from smctx._src import validation
-
-
-@chex.dataclass(frozen=True)
-class SampledRootFnOutput:
-  """The root of a sampled-action search.
-
-  candidates: pytree of `[B, M, ...]` arrays, the `M` candidate actions of
-    every root (e.g. `M` samples of the user's policy, `[B, M, action_dim]`).
-  value: `[B]` network value of the root.
-  embedding: `[B, ...]` model state of the root.
-  prior_logits: `[B, M]` logits of the prior over the candidates, or None for
-    uniform. Uniform is right when the candidates are i.i.d. samples of the
-    policy (their empirical distribution is the sampled prior, as in Sampled
-    MuZero); pass `log π − log β` when they were drawn from another proposal `β`.
-  """
-  candidates: chex.ArrayTree
-  value: chex.Array
-  embedding: chex.ArrayTree
-  prior_logits: Optional[chex.Array] = None
-
-
-@chex.dataclass(frozen=True)
-class SampledRecurrentFnOutput:
-  """What a sampled-action `recurrent_fn` returns for `[B]` transitions.
-
-  `recurrent_fn` is called with `[B]` rows, one particle of each root, in root
-  order (as mctx calls it).
-
-  reward, discount, value: `[B]`, as in `mctx.RecurrentFnOutput`.
-  policy: pytree of `[B, ...]` arrays describing the policy at the next state
-    (e.g. `(mean, log_std)` of a Gaussian), from which `action_sampler` draws
-    the next action; with `action_sampler=None` it *is* the next action.
-  """
-  reward: chex.Array
-  discount: chex.Array
-  value: chex.Array
-  policy: chex.ArrayTree
-
-
-@chex.dataclass(frozen=True)
-class SampledPolicyOutput:
-  """The result of a sampled-action search.
-
-  action: `[B]` int32, index of the chosen candidate.
-  chosen_action: pytree of `[B, ...]`, the chosen candidate itself.
-  action_weights: `[B, M]` weights over the candidates (zero on invalid ones),
-    a target for a weighted maximum-likelihood policy loss
-    `−Σ_m w_m·log π(candidate_m)`.
-  search_tree: `mctx.Tree` of the root and one child per candidate, with a
-    `SearchDiagnostics` in `extra_data`.
-  """
-  action: chex.Array
-  chosen_action: chex.ArrayTree
-  action_weights: chex.Array
-  search_tree: mctx.Tree
-
-
-class ModelOutput(NamedTuple):
-  """One model call on a particle slice, `[B]` rows; `bad_policy [B]` marks non-finite policies."""
-  reward: chex.Array
-  discount: chex.Array
-  value: chex.Array
-  policy: Any
-  next_embedding: Any
-  bad_policy: chex.Array
+from smctx._src.base import ActionModel
+from smctx._src.base import ModelOutput
+from smctx._src.base import SampledRecurrentFnOutput
+from smctx._src.base import SampledRootFnOutput
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +52,13 @@ class DiscreteActions:
   def root_actions(self, index: chex.Array) -> chex.Array:
     return index.astype(jnp.int32)
 
-  def root_policy(self, root_logits: chex.Array, num_particles: int, params, rng_key,
-                  embedding) -> chex.Array:
+  def root_policy(self, root_logits: chex.Array, num_particles: int, params: chex.ArrayTree,
+                  rng_key: chex.PRNGKey, embedding: chex.ArrayTree) -> chex.Array:
     del params, rng_key, embedding
     return particles_lib.broadcast_to_particles(root_logits, num_particles)
 
-  def call(self, params, rng_key, action, embedding) -> ModelOutput:
+  def call(self, params: chex.ArrayTree, rng_key: chex.PRNGKey, action: chex.ArrayTree,
+           embedding: chex.ArrayTree) -> ModelOutput:
     """`recurrent_fn` on one particle slice: `action [B]`, `embedding [B, ...]`."""
     output, next_embedding = self.recurrent_fn(params, rng_key, action, embedding)
     validation.check_model_output(output, next_embedding, embedding, action.shape[0],
@@ -128,7 +68,7 @@ class DiscreteActions:
     logits = particles_lib.sanitize_logits(jnp.where(jnp.isnan(logits), -jnp.inf, logits))
     return ModelOutput(output.reward, output.discount, output.value, logits, next_embedding, bad)
 
-  def sample(self, rng_key, policy: chex.Array) -> chex.Array:
+  def sample(self, rng_key: chex.PRNGKey, policy: chex.Array) -> chex.Array:
     """Next actions `[B, N]` from the logits `[B, N, A]`, one key per particle slice.
 
     The uniforms are those `SampledActions.sample` would give a sampler
@@ -169,7 +109,8 @@ class SampledActions:
       return jnp.take_along_axis(x, i, axis=1)
     return jax.tree_util.tree_map(take, self.candidates)
 
-  def root_policy(self, root_logits, num_particles: int, params, rng_key, embedding):
+  def root_policy(self, root_logits: chex.Array, num_particles: int, params: chex.ArrayTree,
+                  rng_key: chex.PRNGKey, embedding: chex.ArrayTree) -> chex.ArrayTree:
     """A zero policy of the model's structure: particles at the root never sample from it."""
     del root_logits
     batch_size = jax.tree_util.tree_leaves(embedding)[0].shape[0]
@@ -178,7 +119,8 @@ class SampledActions:
     return jax.tree_util.tree_map(
         lambda s: jnp.zeros((batch_size, num_particles) + s.shape[1:], s.dtype), shapes)
 
-  def call(self, params, rng_key, action, embedding) -> ModelOutput:
+  def call(self, params: chex.ArrayTree, rng_key: chex.PRNGKey, action: chex.ArrayTree,
+           embedding: chex.ArrayTree) -> ModelOutput:
     """`recurrent_fn` on one particle slice: pytrees of `[B, ...]` actions and embeddings."""
     output, next_embedding = self.recurrent_fn(params, rng_key, action, embedding)
     num_evaluations = jax.tree_util.tree_leaves(action)[0].shape[0]
@@ -207,7 +149,7 @@ class SampledActions:
     policy = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(output.policy), policy)
     return ModelOutput(output.reward, output.discount, output.value, policy, next_embedding, bad)
 
-  def sample(self, rng_key, policy):
+  def sample(self, rng_key: chex.PRNGKey, policy: chex.ArrayTree) -> chex.ArrayTree:
     """Next actions `[B, N, ...]` from the policies `[B, N, ...]`, one sample per particle.
 
     The sampler sees one particle slice at a time, `[B, ...]` rows with the
@@ -215,7 +157,7 @@ class SampledActions:
     """
     return particles_lib.over_particle_slices(self._sample_slice, rng_key, policy)
 
-  def _sample_slice(self, rng_key, policy):
+  def _sample_slice(self, rng_key: chex.PRNGKey, policy: chex.ArrayTree) -> chex.ArrayTree:
     """Next actions `[B, ...]` of one particle slice, checked and cast to the candidates' dtypes."""
     batch_size = jax.tree_util.tree_leaves(policy)[0].shape[0]
     if self.action_sampler is None:
@@ -233,7 +175,8 @@ class SampledActions:
     return jax.tree_util.tree_map(lambda x: x[:, 0], self.root_actions(action[:, None]))
 
 
-def sampled_root(root: SampledRootFnOutput, invalid_actions) -> mctx.RootFnOutput:
+def sampled_root(root: SampledRootFnOutput,
+                 invalid_actions: chex.Array | None) -> mctx.RootFnOutput:
   """The candidates as a discrete root with `M` actions (checked)."""
   batch_size, num_candidates = validation.check_sampled_root(root, invalid_actions)
   prior_logits = root.prior_logits
@@ -242,7 +185,7 @@ def sampled_root(root: SampledRootFnOutput, invalid_actions) -> mctx.RootFnOutpu
   return mctx.RootFnOutput(prior_logits=prior_logits, value=root.value, embedding=root.embedding)
 
 
-def as_action_model(recurrent_fn, num_actions: int):
+def as_action_model(recurrent_fn: Callable | ActionModel, num_actions: int) -> ActionModel:
   """A user's `recurrent_fn` is a discrete model; an action model passes through."""
   if isinstance(recurrent_fn, (DiscreteActions, SampledActions)):
     return recurrent_fn

@@ -1,16 +1,154 @@
-"""Types shared across smctx: the action-model protocol and type aliases.
+"""smctx's public types and the protocols its modules share (as mctx's `base.py`).
 
-The public input and output types of the policies live with mctx's own
-(`mctx.RootFnOutput`, `mctx.RecurrentFnOutput`, `mctx.PolicyOutput`) or are
-re-exported from `smctx` (the sampled-action types and `SearchDiagnostics`).
+The discrete policies take and return mctx's own types (`mctx.RootFnOutput`,
+`mctx.RecurrentFnOutput`, `mctx.PolicyOutput`); what smctx adds is here: the
+sampled-action inputs and outputs, the diagnostics a search reports, the
+layout it uses, and the action-model protocol the particle engine talks to.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol
+import dataclasses
+from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import chex
 import mctx
+
+
+@chex.dataclass(frozen=True)
+class SampledRootFnOutput:
+  """The root of a sampled-action search.
+
+  candidates: pytree of `[B, M, ...]` arrays, the `M` candidate actions of
+    every root (e.g. `M` samples of the user's policy, `[B, M, action_dim]`).
+  value: `[B]` network value of the root.
+  embedding: `[B, ...]` model state of the root.
+  prior_logits: `[B, M]` logits of the prior over the candidates, or None for
+    uniform. Uniform is right when the candidates are i.i.d. samples of the
+    policy (their empirical distribution is the sampled prior, as in Sampled
+    MuZero); pass `log π − log β` when they were drawn from another proposal `β`.
+  """
+  candidates: chex.ArrayTree
+  value: chex.Array
+  embedding: chex.ArrayTree
+  prior_logits: Optional[chex.Array] = None
+
+
+@chex.dataclass(frozen=True)
+class SampledRecurrentFnOutput:
+  """What a sampled-action `recurrent_fn` returns for `[B]` transitions.
+
+  `recurrent_fn` is called with `[B]` rows, one particle of each root, in root
+  order (as mctx calls it).
+
+  reward, discount, value: `[B]`, as in `mctx.RecurrentFnOutput`.
+  policy: pytree of `[B, ...]` arrays describing the policy at the next state
+    (e.g. `(mean, log_std)` of a Gaussian), from which `action_sampler` draws
+    the next action; with `action_sampler=None` it *is* the next action.
+  """
+  reward: chex.Array
+  discount: chex.Array
+  value: chex.Array
+  policy: chex.ArrayTree
+
+
+@chex.dataclass(frozen=True)
+class SampledPolicyOutput:
+  """The result of a sampled-action search.
+
+  action: `[B]` int32, index of the chosen candidate.
+  chosen_action: pytree of `[B, ...]`, the chosen candidate itself.
+  action_weights: `[B, M]` weights over the candidates (zero on invalid ones),
+    a target for a weighted maximum-likelihood policy loss
+    `−Σ_m w_m·log π(candidate_m)`.
+  search_tree: `mctx.Tree` of the root and one child per candidate, with a
+    `SearchDiagnostics` in `extra_data`.
+  """
+  action: chex.Array
+  chosen_action: chex.ArrayTree
+  action_weights: chex.Array
+  search_tree: mctx.Tree
+
+
+@chex.dataclass(frozen=True)
+class SearchDiagnostics:
+  """What a search measured about itself, in `search_tree.extra_data`.
+
+  All fields have the batch axis `B` first. `S` is the number of sequential
+  `recurrent_fn` calls of the search, `K` the number of Sequential Halving
+  iterations (1 for SMC and SMCTS), `A` the number of actions.
+
+  ess: `[B, S]` effective sample size after each step's weight update (summed
+    over resampling groups; at most `num_particles`). TSMCTS root steps, which
+    do not weight, report `num_particles`.
+  distinct_actions: `[B, S]` after each step's resampling: for SMC/SMCTS the
+    number of distinct root actions carried by the particles (path
+    degeneracy shows as this falling to 1); for TSMCTS the mean over live
+    candidates of the distinct second actions carried inside each group (0 at
+    the root step of an iteration of one step, which takes no second action).
+  resampled: `[B, S]` bool, whether any group of the root resampled at the step.
+  num_resamples: `[B]` int32, resampling events (group-level for TSMCTS).
+  particles_per_action: `[B, K, A]` int32, particles given to each root action
+    in each Sequential Halving iteration (SMC/SMCTS: `K = 1`, at the start).
+  num_considered: `[B, K]` int32, root actions alive in each iteration.
+  depth: `[B, K]` int32, sequential steps of each iteration (`T` or `T_SH`).
+  num_particles: `[B]` int32, the width actually used (may be smaller than the
+    requested one when the budget is small, `algorithms.md` section 8.2).
+  num_evaluations: `[B]` int32, `recurrent_fn` evaluations spent per root.
+  nonfinite_model_outputs: `[B]` int32, particle-steps whose model output held
+    a NaN/inf (replaced by finite values; never propagated to the targets).
+  no_valid_action: `[B]` bool, rows where every action was invalid
+    (`action_weights` is all zeros and `action` is 0 there).
+  nonfinite_root: `[B]` bool, rows whose `root.value` was NaN/inf or whose
+    `root.prior_logits` held a NaN or `+inf` (searched with finite
+    replacements: value 0, NaN logits as invalid, `+inf` as the maximum).
+  root_gumbel: `[B, A]` float32, the `gumbel_scale`-scaled Gumbel noise the
+    search drew at the root (as mctx's `GumbelMuZeroExtraData.root_gumbel`):
+    `argmax(root_gumbel + prior_logits)` is the prior's action under the same
+    noise, the baseline of mctx's policy improvement demo.
+  """
+  ess: chex.Array
+  distinct_actions: chex.Array
+  resampled: chex.Array
+  num_resamples: chex.Array
+  particles_per_action: chex.Array
+  num_considered: chex.Array
+  depth: chex.Array
+  num_particles: chex.Array
+  num_evaluations: chex.Array
+  nonfinite_model_outputs: chex.Array
+  no_valid_action: chex.Array
+  nonfinite_root: chex.Array
+  root_gumbel: chex.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """How a search spends its budget.
+
+  num_particles: width `N` (particles per root).
+  num_considered: `m1`, root candidates of the first Sequential Halving
+    iteration (TSMCTS), or the number of root actions assigned without
+    replacement (SMCTS); 0 for SMC.
+  considered_per_iteration: `m_i` for each iteration (TSMCTS), else `(m1,)`.
+  depths: sequential steps of each iteration (`T_SH` per iteration for
+    TSMCTS, `(T,)` for SMC/SMCTS).
+  """
+  num_particles: int
+  num_considered: int
+  considered_per_iteration: tuple[int, ...]
+  depths: tuple[int, ...]
+
+  @property
+  def num_steps(self) -> int:
+    """Sequential `recurrent_fn` calls."""
+    return sum(self.depths)
+
+  @property
+  def num_evaluations(self) -> int:
+    """`recurrent_fn` evaluations per root."""
+    return self.num_particles * self.num_steps
+
 
 
 class ModelOutput(NamedTuple):

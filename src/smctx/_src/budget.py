@@ -22,8 +22,9 @@ All of this is static Python arithmetic done at trace time
 
 from __future__ import annotations
 
-import dataclasses
 import math
+
+from smctx._src.base import Layout
 
 # Measured defaults (docs/algorithms.md, "Width and depth").
 SMC_TARGET_DEPTH = 8
@@ -35,34 +36,6 @@ TSMCTS_MIN_PARTICLES_PER_CANDIDATE = 2
 # A default width spends at least this share of the budget, in percent, when
 # the design allows (module docstring).
 MIN_SPEND_PERCENT = 90
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-  """How a search spends its budget.
-
-  num_particles: width `N` (particles per root).
-  num_considered: `m1`, root candidates of the first Sequential Halving
-    iteration (TSMCTS), or the number of root actions assigned without
-    replacement (SMCTS); 0 for SMC.
-  considered_per_iteration: `m_i` for each iteration (TSMCTS), else `(m1,)`.
-  depths: sequential steps of each iteration (`T_SH` per iteration for
-    TSMCTS, `(T,)` for SMC/SMCTS).
-  """
-  num_particles: int
-  num_considered: int
-  considered_per_iteration: tuple[int, ...]
-  depths: tuple[int, ...]
-
-  @property
-  def num_steps(self) -> int:
-    """Sequential `recurrent_fn` calls."""
-    return sum(self.depths)
-
-  @property
-  def num_evaluations(self) -> int:
-    """`recurrent_fn` evaluations per root."""
-    return self.num_particles * self.num_steps
 
 
 def num_halving_iterations(num_considered: int) -> int:

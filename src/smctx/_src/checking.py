@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import mctx
 from jax.experimental import checkify
 
-from smctx._src.summary_tree import SearchDiagnostics
+from smctx._src.base import SearchDiagnostics
 
 
 def check_diagnostics(diagnostics: SearchDiagnostics) -> None:

@@ -17,8 +17,8 @@ import mctx
 from smctx._src import greedification
 from smctx._src import particles as particles_lib
 from smctx._src import segments
-from smctx._src import summary_tree
 from smctx._src.base import ActionModel
+from smctx._src.base import SearchDiagnostics
 from smctx._src.particles import Particles
 
 
@@ -121,8 +121,9 @@ def masked_argmax(score: chex.Array, invalid_actions: chex.Array) -> chex.Array:
   return jnp.argmax(jnp.where(invalid_actions, -jnp.inf, score), axis=-1).astype(jnp.int32)
 
 
-def policy_output(root: PreparedRoot, *, action, action_weights, tree: mctx.Tree,
-                  step_diagnostics, particles_per_action, num_considered,
+def policy_output(root: PreparedRoot, *, action: chex.Array, action_weights: chex.Array,
+                  tree: mctx.Tree, step_diagnostics: chex.ArrayTree,
+                  particles_per_action: chex.Array, num_considered: chex.Array,
                   depths: tuple[int, ...], num_particles: int) -> mctx.PolicyOutput:
   """Assembles the `PolicyOutput`; rows with no valid action get zeros and action 0."""
   batch_size = root.value.shape[0]
@@ -132,7 +133,7 @@ def policy_output(root: PreparedRoot, *, action, action_weights, tree: mctx.Tree
   full = lambda x, dtype=jnp.int32: jnp.broadcast_to(jnp.asarray(x, dtype), (batch_size,))
   num_evaluations = num_particles * sum(depths)
   depths = jnp.broadcast_to(jnp.asarray(depths, jnp.int32), (batch_size, len(depths)))
-  diagnostics = summary_tree.SearchDiagnostics(
+  diagnostics = SearchDiagnostics(
       ess=step_diagnostics.ess,
       distinct_actions=step_diagnostics.distinct_actions,
       resampled=step_diagnostics.resampled,

@@ -26,8 +26,8 @@ from smctx._src import actions
 from smctx._src import smc
 from smctx._src import smcts
 from smctx._src import tsmcts
-from smctx._src.actions import SampledPolicyOutput
-from smctx._src.actions import SampledRootFnOutput
+from smctx._src.base import SampledPolicyOutput
+from smctx._src.base import SampledRootFnOutput
 
 _ARGS_DOC = """
   In the shape descriptions `B` is the batch size and `M` the number of
@@ -61,8 +61,11 @@ _ARGS_DOC = """
 """
 
 
-def _run(policy, params, rng_key, root, recurrent_fn, num_simulations, invalid_actions,
-         max_depth, loop_fn, action_sampler, kwargs) -> SampledPolicyOutput:
+def _run(policy: Callable[..., mctx.PolicyOutput], params: mctx.Params, rng_key: chex.PRNGKey,
+         root: SampledRootFnOutput, recurrent_fn: Callable, num_simulations: int,
+         invalid_actions: Optional[chex.Array], max_depth: Optional[int], loop_fn: mctx.LoopFn,
+         action_sampler: Optional[Callable], kwargs: dict) -> SampledPolicyOutput:
+  """Runs the discrete `policy` on the candidates as a discrete root, with a sampled model."""
   if action_sampler is not None and not callable(action_sampler):
     raise ValueError(
         f"action_sampler must be callable or None; got {type(action_sampler).__name__}.")
@@ -78,7 +81,7 @@ def _run(policy, params, rng_key, root, recurrent_fn, num_simulations, invalid_a
                              search_tree=output.search_tree)
 
 
-def _sampled_policy(policy, name: str, summary: str):
+def _sampled_policy(policy: Callable[..., mctx.PolicyOutput], name: str, summary: str) -> Callable:
   """The sampled-action version of a discrete policy (same engine, same code)."""
 
   def sampled_policy(

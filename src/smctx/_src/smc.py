@@ -23,7 +23,9 @@ from smctx._src import start as start_lib
 from smctx._src import root as root_lib
 from smctx._src import segments
 from smctx._src import summary_tree
+from smctx._src.base import SearchDiagnostics
 from smctx._src.engine import DEFAULT_TEMPERATURE
+from smctx._src.particles import Particles
 
 def smc_policy(
     params: mctx.Params,
@@ -44,7 +46,7 @@ def smc_policy(
     ess_threshold: float = 0.5,
     resampling_method: str = "systematic",
     max_num_considered_actions: int = 16,
-) -> mctx.PolicyOutput[summary_tree.SearchDiagnostics]:
+) -> mctx.PolicyOutput[SearchDiagnostics]:
   """Runs the SMC baseline search and returns an `mctx.PolicyOutput`.
 
   `N = num_particles` particles per root sample their root action from the
@@ -107,19 +109,7 @@ def smc_policy(
   particles, _, diagnostics = engine.run_smc(
       params, start.search_key, start.model, particles, layout.num_steps, config, loop_fn)
 
-  # Weighted occupancy of root actions among the final particles.
-  w = jax.nn.softmax(particles.log_weight, axis=-1)
-  occupancy = functools.partial(segments.segment_sum, segment_ids=particles.label,
-                                num_segments=num_actions)
-  action_weights = occupancy(w)
-  weighted_returns = occupancy(w * particles.bootstrapped_return)
-  qvalues = jnp.where(action_weights > 0, weighted_returns / jnp.maximum(action_weights, 1e-30),
-                      0.0)
-  final_counts = occupancy(jnp.ones_like(w))
-  value = jnp.sum(w * particles.bootstrapped_return, axis=-1)
-  tree = summary_tree.root_tree(
-      prior_logits=prepared.prior_logits, raw_value=prepared.value, qvalues=qvalues,
-      visits=final_counts, node_value=value, invalid_actions=prepared.invalid_actions)
+  action_weights, tree = _occupancy_target(particles, prepared, num_actions)
   # Sampling from π_SMC with the Gumbel-max trick (greedy when gumbel_scale=0).
   log_target = jnp.where(action_weights > 0, jnp.log(jnp.maximum(action_weights, 1e-30)),
                          -jnp.inf)
@@ -130,3 +120,24 @@ def smc_policy(
       step_diagnostics=diagnostics, particles_per_action=particles_per_action,
       num_considered=num_considered, depths=layout.depths,
       num_particles=start.num_particles)
+
+
+def _occupancy_target(particles: Particles, root: root_lib.PreparedRoot,
+                      num_actions: int) -> tuple[chex.Array, mctx.Tree]:
+  """`π_SMC`, the weighted occupancy of root actions among the final particles, and its tree.
+
+  The tree's Q-values are the weighted mean returns of each root action's final
+  particles, its visits their number, its value the weighted mean return.
+  """
+  w = jax.nn.softmax(particles.log_weight, axis=-1)
+  occupancy = functools.partial(segments.segment_sum, segment_ids=particles.label,
+                                num_segments=num_actions)
+  action_weights = occupancy(w)
+  weighted_returns = occupancy(w * particles.bootstrapped_return)
+  qvalues = jnp.where(action_weights > 0, weighted_returns / jnp.maximum(action_weights, 1e-30),
+                      0.0)
+  value = jnp.sum(w * particles.bootstrapped_return, axis=-1)
+  tree = summary_tree.root_tree(
+      prior_logits=root.prior_logits, raw_value=root.value, qvalues=qvalues,
+      visits=occupancy(jnp.ones_like(w)), node_value=value, invalid_actions=root.invalid_actions)
+  return action_weights, tree

@@ -22,7 +22,7 @@ from smctx._src import start as start_lib
 from smctx._src import greedification
 from smctx._src import root as root_lib
 from smctx._src import sequential_halving
-from smctx._src import summary_tree
+from smctx._src.base import SearchDiagnostics
 from smctx._src.engine import DEFAULT_TEMPERATURE
 
 def smcts_policy(
@@ -44,7 +44,7 @@ def smcts_policy(
     ess_threshold: float = 0.5,
     resampling_method: str = "systematic",
     max_num_considered_actions: int = 16,
-) -> mctx.PolicyOutput[summary_tree.SearchDiagnostics]:
+) -> mctx.PolicyOutput[SearchDiagnostics]:
   """Runs SMCTS (SMC with root back-propagation) and returns an `mctx.PolicyOutput`.
 
   `N` particles per root take `T ≈ num_simulations // N` steps, one

@@ -17,11 +17,11 @@ import jax
 import mctx
 
 from smctx._src import actions
-from smctx._src import budget
 from smctx._src import engine
 from smctx._src import root as root_lib
 from smctx._src import validation
 from smctx._src.base import ActionModel
+from smctx._src.base import Layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ class SearchStart:
   """
   config: engine.EngineConfig
   model: ActionModel
-  layout: budget.Layout
+  layout: Layout
   root: root_lib.PreparedRoot
   init_key: chex.PRNGKey
   search_key: chex.PRNGKey
@@ -68,7 +68,7 @@ def start_search(
     resample: str,
     ess_threshold: float,
     resampling_method: str,
-    layout_fn: Callable[[int], budget.Layout],
+    layout_fn: Callable[[int], Layout],
 ) -> SearchStart:
   """Checks a policy's arguments and prepares its search.
 

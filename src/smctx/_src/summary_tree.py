@@ -17,58 +17,6 @@ import jax.numpy as jnp
 import mctx
 
 
-@chex.dataclass(frozen=True)
-class SearchDiagnostics:
-  """What a search measured about itself, in `search_tree.extra_data`.
-
-  All fields have the batch axis `B` first. `S` is the number of sequential
-  `recurrent_fn` calls of the search, `K` the number of Sequential Halving
-  iterations (1 for SMC and SMCTS), `A` the number of actions.
-
-  ess: `[B, S]` effective sample size after each step's weight update (summed
-    over resampling groups; at most `num_particles`). TSMCTS root steps, which
-    do not weight, report `num_particles`.
-  distinct_actions: `[B, S]` after each step's resampling: for SMC/SMCTS the
-    number of distinct root actions carried by the particles (path
-    degeneracy shows as this falling to 1); for TSMCTS the mean over live
-    candidates of the distinct second actions carried inside each group (0 at
-    the root step of an iteration of one step, which takes no second action).
-  resampled: `[B, S]` bool, whether any group of the root resampled at the step.
-  num_resamples: `[B]` int32, resampling events (group-level for TSMCTS).
-  particles_per_action: `[B, K, A]` int32, particles given to each root action
-    in each Sequential Halving iteration (SMC/SMCTS: `K = 1`, at the start).
-  num_considered: `[B, K]` int32, root actions alive in each iteration.
-  depth: `[B, K]` int32, sequential steps of each iteration (`T` or `T_SH`).
-  num_particles: `[B]` int32, the width actually used (may be smaller than the
-    requested one when the budget is small, `algorithms.md` section 8.2).
-  num_evaluations: `[B]` int32, `recurrent_fn` evaluations spent per root.
-  nonfinite_model_outputs: `[B]` int32, particle-steps whose model output held
-    a NaN/inf (replaced by finite values; never propagated to the targets).
-  no_valid_action: `[B]` bool, rows where every action was invalid
-    (`action_weights` is all zeros and `action` is 0 there).
-  nonfinite_root: `[B]` bool, rows whose `root.value` was NaN/inf or whose
-    `root.prior_logits` held a NaN or `+inf` (searched with finite
-    replacements: value 0, NaN logits as invalid, `+inf` as the maximum).
-  root_gumbel: `[B, A]` float32, the `gumbel_scale`-scaled Gumbel noise the
-    search drew at the root (as mctx's `GumbelMuZeroExtraData.root_gumbel`):
-    `argmax(root_gumbel + prior_logits)` is the prior's action under the same
-    noise, the baseline of mctx's policy improvement demo.
-  """
-  ess: chex.Array
-  distinct_actions: chex.Array
-  resampled: chex.Array
-  num_resamples: chex.Array
-  particles_per_action: chex.Array
-  num_considered: chex.Array
-  depth: chex.Array
-  num_particles: chex.Array
-  num_evaluations: chex.Array
-  nonfinite_model_outputs: chex.Array
-  no_valid_action: chex.Array
-  nonfinite_root: chex.Array
-  root_gumbel: chex.Array
-
-
 def root_tree(*, prior_logits: chex.Array, raw_value: chex.Array, qvalues: chex.Array,
               visits: chex.Array, node_value: chex.Array,
               invalid_actions: chex.Array | None = None, extra_data: Any = None,

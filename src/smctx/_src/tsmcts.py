@@ -35,10 +35,11 @@ from smctx._src import rerooting
 from smctx._src import root as root_lib
 from smctx._src import sequential_halving
 from smctx._src import start as start_lib
-from smctx._src import summary_tree
 from smctx._src import validation
 from smctx._src.backpropagation import ActionValues
 from smctx._src.base import ActionModel
+from smctx._src.base import Layout
+from smctx._src.base import SearchDiagnostics
 from smctx._src.engine import DEFAULT_TEMPERATURE
 from smctx._src.particles import ModelStep
 from smctx._src.particles import Particles
@@ -263,7 +264,7 @@ def tsmcts_policy(
     ess_threshold: float = 0.5,
     resampling_method: str = "systematic",
     elimination: str = "sequential_halving",
-) -> mctx.PolicyOutput[summary_tree.SearchDiagnostics]:
+) -> mctx.PolicyOutput[SearchDiagnostics]:
   """Runs Twice Sequential Monte Carlo Tree Search; a drop-in for `mctx.gumbel_muzero_policy`.
 
   The root's `m1` Gumbel-top candidates go through `K = ceil(log2 m1)`
@@ -367,7 +368,7 @@ def tsmcts_policy(
 
 
 def _policy_output(ctx: Context, halving: HalvingState, diagnostics: engine.StepDiagnostics,
-                   layout: budget.Layout) -> mctx.PolicyOutput:
+                   layout: Layout) -> mctx.PolicyOutput:
   """The Sequential Halving winner, `I(π_θ, Q_SH)` and the summary tree."""
   greedified = ctx.greedify_root(halving)
   score = ctx.root.gumbel + ctx.root.prior_logits + greedified.transformed

@@ -7,7 +7,9 @@ that a mistake fails at trace time, not as a silently wrong search.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import mctx
@@ -18,11 +20,11 @@ TD_SCALES = ("running", "none")
 ELIMINATIONS = ("sequential_halving", "random")
 
 
-def _is_int(x) -> bool:
+def _is_int(x: Any) -> bool:
   return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
-def check_positive_int(name: str, value, allow_none: bool = False) -> None:
+def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
   if value is None and allow_none:
     return
   if not _is_int(value) or value < 1:
@@ -30,12 +32,12 @@ def check_positive_int(name: str, value, allow_none: bool = False) -> None:
     raise ValueError(f"{name}={value!r} is not accepted; expected {accepted}.")
 
 
-def check_choice(name: str, value, choices) -> None:
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
   if value not in choices:
     raise ValueError(f"{name}={value!r} is not accepted; expected one of {list(choices)}.")
 
 
-def check_positive_number(name: str, value) -> None:
+def check_positive_number(name: str, value: Any) -> None:
   """Rejects a non-positive or non-finite Python number; traced values pass."""
   if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
     if value.ndim == 0:
@@ -45,12 +47,12 @@ def check_positive_number(name: str, value) -> None:
       raise ValueError(f"{name}={value!r} is not accepted; expected a finite number > 0.")
 
 
-def check_fraction(name: str, value) -> None:
+def check_fraction(name: str, value: Any) -> None:
   if not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
     raise ValueError(f"{name}={value!r} is not accepted; expected a number in [0, 1].")
 
 
-def check_nonnegative_number(name: str, value) -> None:
+def check_nonnegative_number(name: str, value: Any) -> None:
   """Rejects a negative or non-finite Python number; traced values pass."""
   if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer) and value.ndim == 0:
     value = float(value)
@@ -58,9 +60,10 @@ def check_nonnegative_number(name: str, value) -> None:
     raise ValueError(f"{name}={value!r} is not accepted; expected a finite number >= 0.")
 
 
-def check_static_args(*, num_simulations, num_particles, max_depth, temperature, td_scale,
-                      resample, ess_threshold, resampling_method, gumbel_scale,
-                      max_num_considered_actions) -> None:
+def check_static_args(*, num_simulations: int, num_particles: int | None,
+                      max_depth: int | None, temperature: float, td_scale: str, resample: str,
+                      ess_threshold: float, resampling_method: str, gumbel_scale: chex.Numeric,
+                      max_num_considered_actions: int) -> None:
   """Checks the static arguments every policy shares."""
   check_positive_int("num_simulations", num_simulations)
   check_positive_int("num_particles", num_particles, allow_none=True)
@@ -74,11 +77,11 @@ def check_static_args(*, num_simulations, num_particles, max_depth, temperature,
   check_choice("resampling_method", resampling_method, RESAMPLING_METHODS)
 
 
-def _is_float_dtype(x) -> bool:
+def _is_float_dtype(x: Any) -> bool:
   return jnp.issubdtype(jnp.result_type(x), jnp.floating)
 
 
-def check_root(root, invalid_actions) -> tuple[int, int]:
+def check_root(root: mctx.RootFnOutput, invalid_actions: chex.Array | None) -> tuple[int, int]:
   """Checks the root's shapes; returns `(batch_size, num_actions)`."""
   if not isinstance(root, mctx.RootFnOutput):
     raise ValueError(f"root must be an mctx.RootFnOutput; got {type(root).__name__}.")
@@ -110,7 +113,7 @@ def check_root(root, invalid_actions) -> tuple[int, int]:
   return batch_size, num_actions
 
 
-def check_embedding_batch(embedding, batch_size: int) -> None:
+def check_embedding_batch(embedding: chex.ArrayTree, batch_size: int) -> None:
   """Checks that every leaf of the root's embedding leads with the batch size."""
   for leaf in jax.tree_util.tree_leaves(embedding):
     if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != batch_size:
@@ -119,7 +122,8 @@ def check_embedding_batch(embedding, batch_size: int) -> None:
           f"size {batch_size} as its leading axis.")
 
 
-def check_model_output(output, next_embedding, embedding, num_evaluations: int,
+def check_model_output(output: mctx.RecurrentFnOutput, next_embedding: chex.ArrayTree,
+                       embedding: chex.ArrayTree, num_evaluations: int,
                        num_actions: int) -> None:
   """Checks what `recurrent_fn` returned for one particle slice of `num_evaluations = B` rows."""
   if not isinstance(output, mctx.RecurrentFnOutput):
@@ -139,7 +143,7 @@ def check_model_output(output, next_embedding, embedding, num_evaluations: int,
   check_next_embedding(next_embedding, embedding)
 
 
-def check_model_scalars(output, num_evaluations: int) -> None:
+def check_model_scalars(output: Any, num_evaluations: int) -> None:
   """Checks the model's `reward`, `discount` and `value`: `[num_evaluations]` floats (`B`)."""
   for name in ("reward", "discount", "value"):
     x = getattr(output, name)
@@ -153,7 +157,7 @@ def check_model_scalars(output, num_evaluations: int) -> None:
                        "expected a floating dtype.")
 
 
-def check_next_embedding(next_embedding, embedding) -> None:
+def check_next_embedding(next_embedding: chex.ArrayTree, embedding: chex.ArrayTree) -> None:
   """Checks that the next embedding has the structure, shapes and dtypes of the given one."""
   given = jax.tree_util.tree_structure(embedding)
   got = jax.tree_util.tree_structure(next_embedding)
@@ -170,7 +174,7 @@ def check_next_embedding(next_embedding, embedding) -> None:
 
 
 
-def check_sampled_root(root, invalid_actions) -> tuple[int, int]:
+def check_sampled_root(root: Any, invalid_actions: chex.Array | None) -> tuple[int, int]:
   """Checks a sampled-action root; returns `(batch_size, num_candidates)`."""
   if not all(hasattr(root, name) for name in ("candidates", "value", "embedding")):
     raise ValueError("root must be an smctx.SampledRootFnOutput (candidates, value, embedding, "
@@ -204,7 +208,8 @@ def check_sampled_root(root, invalid_actions) -> tuple[int, int]:
   return batch_size, num_candidates
 
 
-def check_sampled_actions(actions, candidates, num_evaluations: int, source: str) -> None:
+def check_sampled_actions(actions: chex.ArrayTree, candidates: chex.ArrayTree,
+                          num_evaluations: int, source: str) -> None:
   """Checks one particle slice of sampled next actions: `B` rows shaped like candidates."""
   want = jax.tree_util.tree_structure(candidates)
   got = jax.tree_util.tree_structure(actions)
