@@ -23,7 +23,7 @@ import pytest
 
 from tests.policies import POLICIES
 
-hypothesis.settings.register_profile("default", max_examples=15, deadline=None,
+hypothesis.settings.register_profile("default", max_examples=10, deadline=None,
                                      derandomize=True, print_blob=True)
 hypothesis.settings.register_profile("large", max_examples=300, deadline=None,
                                      derandomize=True, print_blob=True)
@@ -143,7 +143,7 @@ def test_outputs_are_well_formed_and_deterministic_large(name, problem):
 
 
 @pytest.mark.parametrize("name", list(POLICIES))
-@hypothesis.settings(max_examples=5)
+@hypothesis.settings(max_examples=3)
 @hypothesis.given(first=problems(configs=(CONFIGS[1],)), second=problems(configs=(CONFIGS[1],)))
 def test_jit_equals_no_jit_and_vmap_equals_a_loop(name, first, second):
   jitted, plain = _search(name, CONFIGS[1])

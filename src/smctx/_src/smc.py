@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import mctx
 
-from smctx._src import budget
 from smctx._src import engine
 from smctx._src import start as start_lib
 from smctx._src import root as root_lib
@@ -89,15 +88,10 @@ def smc_policy(
     mean return) and `search_tree.extra_data` a `SearchDiagnostics`.
   """
   del qtransform  # SMC's target is an occupancy, not a greedified Q.
-  start = start_lib.start_search(
-      rng_key=rng_key, root=root, recurrent_fn=recurrent_fn, num_simulations=num_simulations,
-      invalid_actions=invalid_actions, max_depth=max_depth, num_particles=num_particles,
-      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions,
-      temperature=temperature, td_scale=td_scale, resample=resample, ess_threshold=ess_threshold,
-      resampling_method=resampling_method,
-      layout_fn=lambda num_actions: budget.smc_layout(
-          num_simulations, num_actions, num_particles, max_depth,
-          assign_without_replacement=False))
+  options = start_lib.SearchOptions(
+      num_simulations, num_particles, max_depth, gumbel_scale, max_num_considered_actions,
+      temperature, td_scale, resample, ess_threshold, resampling_method)
+  start = start_lib.start_search(rng_key, root, recurrent_fn, invalid_actions, options, "smc")
   prepared, layout, num_actions = start.root, start.layout, start.num_actions
   # Root actions sampled from the prior: the occupancy estimator requires it.
   root_action = jax.random.categorical(

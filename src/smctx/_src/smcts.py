@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import mctx
 
-from smctx._src import budget
 from smctx._src import engine
 from smctx._src import start as start_lib
 from smctx._src import greedification
@@ -86,15 +85,10 @@ def smcts_policy(
     per action (visits = particle-steps under the action, Q = running mean)
     and `search_tree.extra_data` a `SearchDiagnostics`.
   """
-  start = start_lib.start_search(
-      rng_key=rng_key, root=root, recurrent_fn=recurrent_fn, num_simulations=num_simulations,
-      invalid_actions=invalid_actions, max_depth=max_depth, num_particles=num_particles,
-      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions,
-      temperature=temperature, td_scale=td_scale, resample=resample, ess_threshold=ess_threshold,
-      resampling_method=resampling_method,
-      layout_fn=lambda num_actions: budget.smc_layout(
-          num_simulations, num_actions, num_particles, max_depth,
-          assign_without_replacement=True))
+  options = start_lib.SearchOptions(
+      num_simulations, num_particles, max_depth, gumbel_scale, max_num_considered_actions,
+      temperature, td_scale, resample, ess_threshold, resampling_method)
+  start = start_lib.start_search(rng_key, root, recurrent_fn, invalid_actions, options, "smcts")
   prepared, layout = start.root, start.layout
   root_action = _root_actions(start.init_key, prepared, start.num_particles)
   particles = root_lib.particles_taking(prepared, start.model, root_action, params,

@@ -10,13 +10,14 @@ with the particles afterwards.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Optional
 
 import chex
 import jax
 import mctx
 
 from smctx._src import actions
+from smctx._src import budget
 from smctx._src import engine
 from smctx._src import root as root_lib
 from smctx._src import validation
@@ -52,41 +53,43 @@ class SearchStart:
     return self.layout.num_particles
 
 
-def start_search(
-    *,
-    rng_key: chex.PRNGKey,
-    root: mctx.RootFnOutput,
-    recurrent_fn: mctx.RecurrentFn | ActionModel,
-    num_simulations: int,
-    invalid_actions: Optional[chex.Array],
-    max_depth: Optional[int],
-    num_particles: Optional[int],
-    gumbel_scale: chex.Numeric,
-    max_num_considered_actions: int,
-    temperature: float,
-    td_scale: str,
-    resample: str,
-    ess_threshold: float,
-    resampling_method: str,
-    layout_fn: Callable[[int], Layout],
-) -> SearchStart:
-  """Checks a policy's arguments and prepares its search.
+@dataclasses.dataclass(frozen=True)
+class SearchOptions:
+  """The static arguments every policy shares, in the order of their signatures."""
+  num_simulations: int
+  num_particles: Optional[int]
+  max_depth: Optional[int]
+  gumbel_scale: chex.Numeric
+  max_num_considered_actions: int
+  temperature: float
+  td_scale: str
+  resample: str
+  ess_threshold: float
+  resampling_method: str
 
-  `layout_fn(num_actions)` gives the policy's layout (static arithmetic).
-  """
-  validation.check_static_args(
-      num_simulations=num_simulations, num_particles=num_particles, max_depth=max_depth,
-      temperature=temperature, td_scale=td_scale, resample=resample,
-      ess_threshold=ess_threshold, resampling_method=resampling_method,
-      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions)
+  def layout(self, algorithm: str, num_actions: int) -> Layout:
+    """Width and depth of `algorithm` ("smc", "smcts" or "tsmcts"), `budget.py`."""
+    if algorithm == "tsmcts":
+      return budget.tsmcts_layout(self.num_simulations, num_actions, self.num_particles,
+                                  self.max_num_considered_actions, self.max_depth)
+    return budget.smc_layout(self.num_simulations, num_actions, self.num_particles,
+                             self.max_depth, assign_without_replacement=algorithm == "smcts")
+
+
+def start_search(rng_key: chex.PRNGKey, root: mctx.RootFnOutput,
+                 recurrent_fn: mctx.RecurrentFn | ActionModel,
+                 invalid_actions: Optional[chex.Array], options: SearchOptions,
+                 algorithm: str) -> SearchStart:
+  """Checks a policy's arguments and prepares the search of `algorithm`."""
+  validation.check_static_args(**dataclasses.asdict(options))
   _, num_actions = validation.check_root(root, invalid_actions)
   model = actions.as_action_model(recurrent_fn, num_actions)
-  layout = layout_fn(num_actions)
+  layout = options.layout(algorithm, num_actions)
   config = engine.EngineConfig(
-      temperature=temperature, td_scale=td_scale, resample=resample,
-      ess_threshold=ess_threshold, resampling_method=resampling_method,
+      temperature=options.temperature, td_scale=options.td_scale, resample=options.resample,
+      ess_threshold=options.ess_threshold, resampling_method=options.resampling_method,
       num_groups=1, num_labels=num_actions)
   gumbel_key, init_key, search_key = jax.random.split(rng_key, 3)
-  prepared = root_lib.prepare(gumbel_key, root, invalid_actions, gumbel_scale)
+  prepared = root_lib.prepare(gumbel_key, root, invalid_actions, options.gumbel_scale)
   return SearchStart(config=config, model=model, layout=layout, root=prepared,
                      init_key=init_key, search_key=search_key)

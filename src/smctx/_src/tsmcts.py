@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import mctx
 
-from smctx._src import budget
 from smctx._src import engine
 from smctx._src import greedification
 from smctx._src import particles as particles_lib
@@ -330,14 +329,10 @@ def tsmcts_policy(
     `SearchDiagnostics`.
   """
   validation.check_choice("elimination", elimination, validation.ELIMINATIONS)
-  start = start_lib.start_search(
-      rng_key=rng_key, root=root, recurrent_fn=recurrent_fn, num_simulations=num_simulations,
-      invalid_actions=invalid_actions, max_depth=max_depth, num_particles=num_particles,
-      gumbel_scale=gumbel_scale, max_num_considered_actions=max_num_considered_actions,
-      temperature=temperature, td_scale=td_scale, resample=resample, ess_threshold=ess_threshold,
-      resampling_method=resampling_method,
-      layout_fn=lambda num_actions: budget.tsmcts_layout(
-          num_simulations, num_actions, num_particles, max_num_considered_actions, max_depth))
+  options = start_lib.SearchOptions(
+      num_simulations, num_particles, max_depth, gumbel_scale, max_num_considered_actions,
+      temperature, td_scale, resample, ess_threshold, resampling_method)
+  start = start_lib.start_search(rng_key, root, recurrent_fn, invalid_actions, options, "tsmcts")
   layout, batch_size = start.layout, start.batch_size
   # Inner-search labels are slots (`rerooting.py`): one table entry per particle.
   config = dataclasses.replace(start.config, num_groups=layout.num_considered,
