@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import math
 import os
@@ -179,12 +180,23 @@ def resolve_searches(names, variants=()) -> dict[str, tuple[Callable, dict]]:
     elif name in known:
       base, kwargs = known[name]
       policy, base_kwargs = table[base] if base in table else resolve_searches([base])[base]
-      out[name] = (policy, {**base_kwargs, **kwargs})
+      out[name] = (policy, _with_qtransform({**base_kwargs, **kwargs}))
     else:
       raise ValueError(f"unknown search {name!r}; known: {list(table) + list(known)}")
   if REFERENCE not in out:
     out = {REFERENCE: table[REFERENCE], **out}
   return out
+
+
+QTRANSFORM_KEYS = ("value_scale", "maxvisit_init", "rescale_values", "use_mixed_value")
+
+
+def _with_qtransform(kwargs: dict) -> dict:
+  """`value_scale=...` and the other keywords of mctx's completed-Q transform become a `qtransform`."""
+  options = {k: kwargs.pop(k) for k in QTRANSFORM_KEYS if k in kwargs}
+  if options:
+    kwargs["qtransform"] = functools.partial(mctx.qtransform_completed_by_mix_value, **options)
+  return kwargs
 
 
 def is_smctx(policy) -> bool:
@@ -541,6 +553,8 @@ def markdown_tables(rows: list[dict], searches, budgets, networks=("all",)) -> s
   families = list(dict.fromkeys(r["family"] for r in rows))
   for comparison, title in (("equal_evaluations", "equal evaluations (num_simulations = B)"),
                             ("equal_time", "equal wall-clock (time of Gumbel MuZero at B)")):
+    if not any(r["comparison"] == comparison for r in rows):
+      continue  # not run (--no-equal-time)
     for network in networks:
       pooled = "pooled over the networks" if network == "all" else f"network `{network}`"
       lines += [f"\n**{title}**: normalised simple regret of each search / Gumbel MuZero's, "

@@ -100,7 +100,7 @@ def test_tsmcts_default_layouts_spend_the_budget(max_depth):
 @pytest.mark.parametrize("num_simulations,num_actions,smc_width,tsmcts_width", [
     (127, 64, 127, 18),  # SMC/SMCTS spent 64 (N = 64, one step), TSMCTS 112 (N = 16)
     (23, 4, 7, 11),  # SMC/SMCTS spent 20 (N = 4), TSMCTS 16 (N = 8, two steps)
-    (599, 200, 299, 49),  # SMC/SMCTS spent 400 (N = 200); TSMCTS's layout is unchanged
+    (599, 200, 299, 74),  # SMC/SMCTS spent 400 (N = 200); TSMCTS 592 (depth 2 x 4 iterations)
 ])
 def test_previously_underspent_layouts(num_simulations, num_actions, smc_width,
                                        tsmcts_width):

@@ -28,7 +28,8 @@ from smctx._src.base import Layout
 
 # Measured defaults (docs/algorithms.md, "Width and depth").
 SMC_TARGET_DEPTH = 8
-TSMCTS_TARGET_DEPTH = 3
+TSMCTS_TARGET_DEPTH = 2  # smctx's default (docs/algorithms.md, "Search quality")
+TSMCTS_PAPER_TARGET_DEPTH = 3  # `variant="paper"`: the layout the repro suite was measured on
 # TSMCTS groups need several particles for resampling to select anything: a
 # one-particle group is a plain prior rollout. Width at least this many
 # particles per first-iteration candidate when the budget allows.
@@ -115,7 +116,8 @@ def smc_layout(num_simulations: int, num_actions: int, num_particles: int | None
 
 
 def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | None,
-                  max_num_considered_actions: int, max_depth: int | None) -> Layout:
+                  max_num_considered_actions: int, max_depth: int | None,
+                  target_depth: int = TSMCTS_TARGET_DEPTH) -> Layout:
   """Width, candidates and per-iteration depth of TSMCTS.
 
   `m1 = min(max_num_considered_actions, A, N)`, `K = ceil(log2 m1)`,
@@ -123,7 +125,7 @@ def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | N
   shrinks to the widest one that gives every iteration a step (and `m1`
   with it).
 
-  Default width: `T_SH` about `TSMCTS_TARGET_DEPTH` (capped by `max_depth`),
+  Default width: `T_SH` about `target_depth` (capped by `max_depth`),
   at least `TSMCTS_MIN_PARTICLES_PER_CANDIDATE·m1` particles when the budget
   allows it for every iteration, else at least `m1`, and shallower (wider)
   where that spends the budget better (`_fill_width`). Keeping the `m1` root
@@ -132,7 +134,7 @@ def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | N
   """
   m1 = min(max_num_considered_actions, num_actions)
   if num_particles is None:
-    depth = TSMCTS_TARGET_DEPTH if max_depth is None else min(TSMCTS_TARGET_DEPTH, max_depth)
+    depth = target_depth if max_depth is None else min(target_depth, max_depth)
     iterations = num_halving_iterations(m1)
     if TSMCTS_MIN_PARTICLES_PER_CANDIDATE * m1 * iterations <= num_simulations:
       min_width = TSMCTS_MIN_PARTICLES_PER_CANDIDATE * m1

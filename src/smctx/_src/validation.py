@@ -18,6 +18,7 @@ RESAMPLE_MODES = ("ess", "always", "never")
 RESAMPLING_METHODS = ("systematic", "multinomial")
 TD_SCALES = ("running", "none")
 ELIMINATIONS = ("sequential_halving", "random")
+TSMCTS_VARIANTS = ("smctx", "paper")
 
 
 def _is_int(x: Any) -> bool:
