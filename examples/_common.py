@@ -49,12 +49,14 @@ import numpy as np
 
 import smctx
 
-SEARCHES = ("gumbel", "smc", "smcts", "tsmcts")
+SEARCHES = ("gumbel", "smc", "smcts", "tsmcts", "tsmcts_paper")
 
 _POLICIES = {
     "smc": smctx.smc_policy,
     "smcts": smctx.smcts_policy,
     "tsmcts": smctx.tsmcts_policy,
+    # The paper's variant (mctx's default transform, depth near 3): `tsmcts_policy(variant="paper")`.
+    "tsmcts_paper": functools.partial(smctx.tsmcts_policy, variant="paper"),
 }
 
 CHECKPOINT_FILE = "checkpoint.msgpack"

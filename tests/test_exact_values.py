@@ -227,7 +227,7 @@ def test_smcts_one_step_default_qtransform_with_unvisited_actions():
 
 
 def test_tsmcts_bandit_default_qtransform_visits_by_hand():
-  """A = 4, N = 8, 16 simulations: m1 = 4, K = 2, T_SH = 1.
+  """A = 4, N = 8, 16 simulations: m1 = 4, K = 2, T_SH = 1; mctx's transform (`variant="paper"`).
 
   Iteration 1 gives 2 particles (2 evaluations) to every action; the best two
   by `logits + σ(Q)` get 4 more particles each in iteration 2. Every action is
@@ -241,7 +241,7 @@ def test_tsmcts_bandit_default_qtransform_visits_by_hand():
                      [-5.4, 0.0, -0.05, -1.0]], F32)
   v0 = np.array([0.0, 5.0, -5.0], F32)
   search = jit_policy(smctx.tsmcts_policy, bandit_model(rewards), num_simulations=16,
-                      num_particles=8, gumbel_scale=0.0)
+                      num_particles=8, gumbel_scale=0.0, variant="paper")
   out = search(jax.random.PRNGKey(3), bandit_root(logits, v0))
   q, visits = summary_np(out)
   np.testing.assert_allclose(q, rewards, rtol=0, atol=1e-6)
@@ -363,8 +363,12 @@ def test_tsmcts_two_step_tree_mixed_layout_combines_one_step_and_deeper_iteratio
   np.testing.assert_array_equal(np.asarray(out.action), np.full(batch, survivor))
 
 
-def test_tsmcts_two_step_tree_default_qtransform_at_both_levels():
-  """mctx's default qtransform at the root and at s2, everything by hand.
+@pytest.mark.parametrize("variant,value_scale", [("smctx", 0.3), ("paper", 0.1)])
+def test_tsmcts_two_step_tree_default_qtransform_at_both_levels(variant, value_scale):
+  """The variant's default qtransform at the root and at s2, everything by hand.
+
+  Both are mctx's completed-Q transform: `value_scale` 0.3 for smctx's
+  default, mctx's own 0.1 for the paper's variant (below: 0.1).
 
   `max_num_considered_actions=2`: m1 = 2 (the top-2 prior actions, gumbel 0),
   K = 1; N = 6 gives two groups of 3 particles and T_SH = 2, so inside each
@@ -375,7 +379,7 @@ def test_tsmcts_two_step_tree_default_qtransform_at_both_levels():
   """
   recurrent_fn = two_step_model(TREE_R1, TREE_V2, TREE_LOGITS2, TREE_R2)
   search = jit_policy(smctx.tsmcts_policy, recurrent_fn, num_simulations=12, num_particles=6,
-                      gumbel_scale=0.0, max_num_considered_actions=2)
+                      gumbel_scale=0.0, max_num_considered_actions=2, variant=variant)
   batch = 2
   out = search(jax.random.PRNGKey(8), tree_root(TREE_LOGITS0, TREE_V0, batch))
   q, visits = summary_np(out)
@@ -385,11 +389,13 @@ def test_tsmcts_two_step_tree_default_qtransform_at_both_levels():
   np.testing.assert_array_equal(visits, np.broadcast_to(expected_visits, (batch, 3)))
   v_s2 = np.zeros(3)
   for a in range(3):
-    sigma2, _ = np_completed_by_mix_value(TREE_R2[a], np.ones(3), TREE_LOGITS2[a], TREE_V2[a])
+    sigma2, _ = np_completed_by_mix_value(TREE_R2[a], np.ones(3), TREE_LOGITS2[a], TREE_V2[a],
+                                          value_scale=value_scale)
     v_s2[a] = np.sum(np_softmax(TREE_LOGITS2[a] + sigma2) * TREE_R2[a])
   expected_q = np.where(expected_visits > 0, TREE_R1 + v_s2, 0.0)
   np.testing.assert_allclose(q, np.broadcast_to(expected_q, (batch, 3)), rtol=0, atol=1e-5)
-  sigma, completed = np_completed_by_mix_value(expected_q, expected_visits, TREE_LOGITS0, TREE_V0)
+  sigma, completed = np_completed_by_mix_value(expected_q, expected_visits, TREE_LOGITS0, TREE_V0,
+                                               value_scale=value_scale)
   expected_w = np_softmax(TREE_LOGITS0 + sigma)
   np.testing.assert_allclose(np.asarray(out.action_weights),
                              np.broadcast_to(expected_w, (batch, 3)), rtol=0, atol=1e-5)

@@ -25,7 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-SEARCHES = ("gumbel", "smc", "smcts", "tsmcts")
+SEARCHES = ("gumbel", "smc", "smcts", "tsmcts", "tsmcts_paper")
 
 
 def _load(name):
@@ -61,14 +61,22 @@ def _compile(example, search):
   return state, step_fn.lower(state).compile(FAST_COMPILE)
 
 
+class _Compiled(dict):
+  """`{(example, search): (initial_state, compiled step_fn)}`, compiled on first use."""
+
+  def __missing__(self, key):
+    self[key] = _compile(*key)
+    return self[key]
+
+
 @pytest.fixture(scope="module")
 def compiled():
-  """`{(example, search): (initial_state, compiled step_fn)}`, compiled concurrently."""
-  keys = [(example, search) for example in MODULES for search in SEARCHES]
+  """Gumbel and TSMCTS for both examples compiled concurrently; the others when asked for."""
+  keys = [(example, search) for example in MODULES for search in ("gumbel", "tsmcts")]
   workers = max(2, min(len(keys), os.cpu_count() or 2))
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     futures = {key: pool.submit(_compile, *key) for key in keys}
-    return {key: future.result() for key, future in futures.items()}
+    return _Compiled({key: future.result() for key, future in futures.items()})
 
 
 def _leaves_differ(a, b):
@@ -76,7 +84,9 @@ def _leaves_differ(a, b):
                                                       strict=True))
 
 
-@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("search", [
+    pytest.param(s, marks=pytest.mark.slow) if s in ("smc", "smcts", "tsmcts_paper") else s
+    for s in SEARCHES])
 @pytest.mark.parametrize("example", list(MODULES))
 def test_two_training_iterations_give_finite_losses_and_new_params(compiled, example, search):
   state, step_fn = compiled[(example, search)]

@@ -23,7 +23,7 @@ import pytest
 
 from tests.policies import POLICIES
 
-hypothesis.settings.register_profile("default", max_examples=10, deadline=None,
+hypothesis.settings.register_profile("default", max_examples=6, deadline=None,
                                      derandomize=True, print_blob=True)
 hypothesis.settings.register_profile("large", max_examples=300, deadline=None,
                                      derandomize=True, print_blob=True)

@@ -1,5 +1,11 @@
-"""Sharded batches: 8 virtual CPU devices in a subprocess (the main process keeps one)."""
+"""Sharded batches: 8 virtual CPU devices in a subprocess (the main process keeps one).
 
+One subprocess per policy; TSMCTS (the policy with `lax.cond` branches, whose
+carries must match the mesh variance) runs by default, SMC and SMCTS with
+`-m slow` (each subprocess compiles five programs: about 30 s on 2 cores).
+"""
+
+import functools
 import json
 import os
 import subprocess
@@ -9,7 +15,7 @@ import textwrap
 import pytest
 
 SCRIPT = textwrap.dedent("""
-  import json
+  import json, sys
   import jax, jax.numpy as jnp, mctx, numpy as np
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
   import smctx
@@ -43,7 +49,7 @@ SCRIPT = textwrap.dedent("""
 
   results = {}
   mesh = Mesh(np.array(jax.devices()), ("batch",))
-  for name in ("smc_policy", "smcts_policy", "tsmcts_policy"):
+  for name in sys.argv[1:]:
     policy = getattr(smctx, name)
     search = jax.jit(lambda key, root, invalid: policy(None, key, root, model, 48, invalid))
     key = jax.random.PRNGKey(1)
@@ -74,19 +80,24 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def results():
+@functools.lru_cache(maxsize=None)
+def results_of(policy: str) -> dict:
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
          "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
-                        timeout=900)
+  proc = subprocess.run([sys.executable, "-c", SCRIPT, policy], env=env, capture_output=True,
+                        text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = [x for x in proc.stdout.splitlines() if x.startswith("RESULTS")][-1]
   return json.loads(line[len("RESULTS"):])
 
 
-@pytest.mark.parametrize("policy", ["smc_policy", "smcts_policy", "tsmcts_policy"])
-def test_batch_sharded_over_a_mesh_equals_one_device(results, policy):
+POLICIES = [pytest.param("smc_policy", marks=pytest.mark.slow),
+            pytest.param("smcts_policy", marks=pytest.mark.slow), "tsmcts_policy"]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_batch_sharded_over_a_mesh_equals_one_device(policy):
+  results = results_of(policy)
   # Equal to float32 rounding (atol 1e-6), not bit for bit: the segment sums
   # are matrix products, and XLA's CPU dot may accumulate a per-device batch in
   # another order than the whole batch (seen for SMCTS). Per-device searches
@@ -95,7 +106,8 @@ def test_batch_sharded_over_a_mesh_equals_one_device(results, policy):
   assert results[policy + "/mesh_sharded_output"] == 8  # the output stays sharded
 
 
-@pytest.mark.parametrize("policy", ["smc_policy", "smcts_policy", "tsmcts_policy"])
+@pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("transform", ["pmap", "shard_map"])
-def test_per_device_search_equals_a_loop_over_slices(results, policy, transform):
+def test_per_device_search_equals_a_loop_over_slices(policy, transform):
+  results = results_of(policy)
   assert results[f"{policy}/{transform}"]["identical"], results
