@@ -21,7 +21,8 @@ noise) with its roots, shared by the three networks.
 Searches (`SEARCHES`; more with `--searches` from `VARIANTS` or `--variant`):
 `gumbel_muzero` (`mctx.gumbel_muzero_policy`), `muzero` (`mctx.muzero_policy`
 in evaluation mode: no Dirichlet noise, the most visited action), `smc`,
-`smcts` and `tsmcts` (smctx, defaults). All get the same `invalid_actions`.
+`smcts` and `tsmcts` (smctx, defaults) and `tsmcts_paper` (`variant="paper"`).
+All get the same `invalid_actions`.
 
 Metrics per root: simple regret `V*(s) − Q*(s, action)`, expected regret of
 the policy target `V*(s) − Σ_a w(a)·Q*(s, a)`, value error
@@ -116,11 +117,14 @@ SEARCHES: dict[str, tuple[Callable, dict]] = {
     "smc": (smctx.smc_policy, {}),
     "smcts": (smctx.smcts_policy, {}),
     "tsmcts": (smctx.tsmcts_policy, {}),
+    "tsmcts_paper": (smctx.tsmcts_policy, dict(variant="paper")),
 }
 # Named variants (name -> (base search, extra keywords)), run only when asked for with
 # --searches; --variant NAME=BASE:key=value,... adds more from the command line.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "tsmcts_greedy": ("tsmcts", dict(gumbel_scale=0.0)),
+    # Gumbel MuZero with TSMCTS's default transform (value_scale 0.3): an equal-transform check.
+    "gumbel_muzero_sharp": ("gumbel_muzero", dict(value_scale=0.3)),
     "smcts_greedy": ("smcts", dict(gumbel_scale=0.0)),
     "tsmcts_n16": ("tsmcts", dict(num_particles=16)),
     "smcts_n16": ("smcts", dict(num_particles=16)),

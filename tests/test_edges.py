@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import smctx
-from tests.policies import each_policy
+from tests.policies import each_policy, each_policy_slow_but_tsmcts
 
 B, A = 4, 5
 
@@ -181,7 +181,7 @@ def _nan_model(params, rng_key, action, embedding):
                                 value=jnp.zeros_like(reward)), embedding
 
 
-@each_policy
+@each_policy_slow_but_tsmcts
 def test_checked_mode_raises_on_data_problems_and_passes_clean_data(policy):
   search = jax.jit(smctx.checked(policy), static_argnums=(3, 4))
   error, out = search(None, jax.random.PRNGKey(0), _root(), _nan_model, 32)

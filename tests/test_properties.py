@@ -21,7 +21,7 @@ import mctx
 import numpy as np
 import pytest
 
-from tests.policies import POLICIES
+from tests.policies import NAMES_SLOW_BUT_TSMCTS, POLICIES
 
 hypothesis.settings.register_profile("default", max_examples=6, deadline=None,
                                      derandomize=True, print_blob=True)
@@ -142,7 +142,7 @@ def test_outputs_are_well_formed_and_deterministic_large(name, problem):
   _property_outputs_are_well_formed_and_deterministic(name, problem)
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", NAMES_SLOW_BUT_TSMCTS)
 @hypothesis.settings(max_examples=3)
 @hypothesis.given(first=problems(configs=(CONFIGS[1],)), second=problems(configs=(CONFIGS[1],)))
 def test_jit_equals_no_jit_and_vmap_equals_a_loop(name, first, second):
