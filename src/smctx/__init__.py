@@ -26,10 +26,12 @@ from smctx._src.sampled import sampled_smc_policy
 from smctx._src.sampled import sampled_smcts_policy
 from smctx._src.sampled import sampled_tsmcts_policy
 from smctx._src.smcts import smcts_policy
+from smctx._src.tsmcts import SHARP_QTRANSFORM
 from smctx._src.tsmcts import tsmcts_policy
 
 __all__ = [
     "Layout",
+    "SHARP_QTRANSFORM",
     "SampledPolicyOutput",
     "SampledRecurrentFnOutput",
     "SampledRootFnOutput",
