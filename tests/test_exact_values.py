@@ -365,10 +365,11 @@ def test_tsmcts_two_step_tree_mixed_layout_combines_one_step_and_deeper_iteratio
 
 @pytest.mark.parametrize("variant,value_scale", [("smctx", 0.3), ("paper", 0.1)])
 def test_tsmcts_two_step_tree_default_qtransform_at_both_levels(variant, value_scale):
-  """The variant's default qtransform at the root and at s2, everything by hand.
+  """The variants' default qtransforms at the root and at s2, everything by hand.
 
-  Both are mctx's completed-Q transform: `value_scale` 0.3 for smctx's
-  default, mctx's own 0.1 for the paper's variant (below: 0.1).
+  Both decide and greedify at s2 with mctx's completed-Q transform
+  (`value_scale` 0.1); the policy target uses `value_scale` 0.3 for smctx's
+  default and 0.1 for the paper's variant (below: 0.1 everywhere).
 
   `max_num_considered_actions=2`: m1 = 2 (the top-2 prior actions, gumbel 0),
   K = 1; N = 6 gives two groups of 3 particles and T_SH = 2, so inside each
@@ -389,20 +390,22 @@ def test_tsmcts_two_step_tree_default_qtransform_at_both_levels(variant, value_s
   np.testing.assert_array_equal(visits, np.broadcast_to(expected_visits, (batch, 3)))
   v_s2 = np.zeros(3)
   for a in range(3):
-    sigma2, _ = np_completed_by_mix_value(TREE_R2[a], np.ones(3), TREE_LOGITS2[a], TREE_V2[a],
-                                          value_scale=value_scale)
+    sigma2, _ = np_completed_by_mix_value(TREE_R2[a], np.ones(3), TREE_LOGITS2[a], TREE_V2[a])
     v_s2[a] = np.sum(np_softmax(TREE_LOGITS2[a] + sigma2) * TREE_R2[a])
   expected_q = np.where(expected_visits > 0, TREE_R1 + v_s2, 0.0)
   np.testing.assert_allclose(q, np.broadcast_to(expected_q, (batch, 3)), rtol=0, atol=1e-5)
-  sigma, completed = np_completed_by_mix_value(expected_q, expected_visits, TREE_LOGITS0, TREE_V0,
-                                               value_scale=value_scale)
-  expected_w = np_softmax(TREE_LOGITS0 + sigma)
+  target_sigma, completed = np_completed_by_mix_value(expected_q, expected_visits, TREE_LOGITS0,
+                                                     TREE_V0, value_scale=value_scale)
+  expected_w = np_softmax(TREE_LOGITS0 + target_sigma)
   np.testing.assert_allclose(np.asarray(out.action_weights),
                              np.broadcast_to(expected_w, (batch, 3)), rtol=0, atol=1e-5)
+  # The action comes from the search's own transform (0.1), the search value is the target's.
+  sigma, _ = np_completed_by_mix_value(expected_q, expected_visits, TREE_LOGITS0, TREE_V0)
   expected_action = candidates[np.argmax((TREE_LOGITS0 + sigma)[candidates])]
   np.testing.assert_array_equal(np.asarray(out.action), np.full(batch, expected_action))
+  expected_value = np.sum(expected_w * completed)
   np.testing.assert_allclose(np.asarray(out.search_tree.node_values[:, 0]),
-                             np.full(batch, np.sum(expected_w * completed)), rtol=0, atol=1e-5)
+                             np.full(batch, expected_value), rtol=0, atol=1e-5)
 
 
 def test_smcts_two_step_tree_running_mean_deterministic():

@@ -199,13 +199,19 @@ def test_variant_sets_the_default_width_and_depth(variant, width, depth):
 
 def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
   run = lambda **kw: smctx.tsmcts_policy(None, jax.random.key(1), _nine_action_root(),
-                                         _nine_action_fn, 64, num_particles=9, **kw).action_weights
-  sharp = functools.partial(mctx.qtransform_completed_by_mix_value, value_scale=0.3)
-  np.testing.assert_allclose(run(), run(qtransform=sharp), atol=1e-6)
-  np.testing.assert_allclose(run(variant="paper"),
-                             run(qtransform=mctx.qtransform_completed_by_mix_value), atol=1e-6)
-  np.testing.assert_allclose(run(variant="paper", qtransform=sharp), run(), atol=1e-6)
-  assert not np.allclose(run(), run(variant="paper"), atol=1e-3)
+                                         _nine_action_fn, 64, num_particles=9, **kw)
+  weights = lambda **kw: np.asarray(run(**kw).action_weights)
+  soft = mctx.qtransform_completed_by_mix_value
+  sharp = functools.partial(soft, value_scale=0.3)
+  # smctx: mctx's transform decides, the sharper one makes the policy target.
+  np.testing.assert_allclose(weights(), weights(qtransform=soft, target_qtransform=sharp),
+                             atol=1e-6)
+  np.testing.assert_array_equal(run().action, run(variant="paper").action)
+  # The paper's variant, or any explicit qtransform: the target follows `qtransform`.
+  np.testing.assert_allclose(weights(variant="paper"), weights(qtransform=soft), atol=1e-6)
+  np.testing.assert_allclose(weights(variant="paper", target_qtransform=sharp), weights(),
+                             atol=1e-6)
+  assert not np.allclose(weights(), weights(variant="paper"), atol=1e-3)
 
 
 def test_unknown_variant_is_refused_naming_the_argument():

@@ -47,8 +47,8 @@ from smctx._src.rerooting import RootStep
 from smctx._src.sequential_halving import HalvingState
 
 
-# smctx's default `σ`: mctx's completed-Q transform, three times as sharp
-# (`value_scale` 0.3 instead of 0.1); docs/algorithms.md, "Search quality".
+# smctx's default transform of the policy target: mctx's completed-Q transform, three times as
+# sharp (`value_scale` 0.3 instead of 0.1); docs/algorithms.md, "Search quality".
 SHARP_QTRANSFORM = functools.partial(mctx.qtransform_completed_by_mix_value, value_scale=0.3)
 
 
@@ -115,16 +115,19 @@ class Context:
   num_second_labels: int
   gumbel_scale: chex.Numeric
   elimination: str
+  target_qtransform: mctx.QTransform
 
   @property
   def num_considered(self) -> int:
     return self.config.num_groups
 
-  def greedify_root(self, halving: HalvingState) -> greedification.Greedified:
-    """`I(π_θ, Q_SH)` at the root."""
+  def greedify_root(self, halving: HalvingState,
+                    qtransform: Optional[mctx.QTransform] = None) -> greedification.Greedified:
+    """`I(π_θ, Q_SH)` at the root (with the search's transform unless another is given)."""
     return greedification.greedify(
         prior_logits=self.root.prior_logits, raw_value=self.root.value,
-        qvalues=halving.qvalues, visits=halving.visits, qtransform=self.qtransform,
+        qvalues=halving.qvalues, visits=halving.visits,
+        qtransform=self.qtransform if qtransform is None else qtransform,
         invalid_actions=self.root.invalid_actions)
 
   def score(self, halving: HalvingState) -> chex.Array:
@@ -270,6 +273,7 @@ def tsmcts_policy(
     resampling_method: str = "systematic",
     elimination: str = "sequential_halving",
     variant: str = "smctx",
+    target_qtransform: Optional[mctx.QTransform] = None,
 ) -> mctx.PolicyOutput[SearchDiagnostics]:
   """Runs Twice Sequential Monte Carlo Tree Search; a drop-in for `mctx.gumbel_muzero_policy`.
 
@@ -301,10 +305,15 @@ def tsmcts_policy(
     invalid_actions: `[B, A]` bool/int mask, nonzero for invalid root actions.
     max_depth: caps the depth `T_SH` of every iteration.
     loop_fn: `fori_loop`-like function driving the depth loop.
-    qtransform: mctx qtransform giving `σ(Q̃)`, at the root and at the
-      successor states (second greedification). None: the variant's default,
-      `SHARP_QTRANSFORM` (mctx's completed-Q transform with `value_scale=0.3`)
-      for "smctx", mctx's own default (`value_scale=0.1`) for "paper".
+    qtransform: mctx qtransform giving `σ(Q̃)` for the search's decisions
+      (Gumbel-top candidates are halved and the action chosen by
+      `g + logits + σ(Q̃_SH)`) and for the second greedification at the
+      successor states; also for `action_weights` unless `target_qtransform`
+      is given. None: mctx's `qtransform_completed_by_mix_value`.
+    target_qtransform: the qtransform of the policy target `action_weights`
+      only. None: `qtransform` if one was passed, else the variant's default:
+      `SHARP_QTRANSFORM` (mctx's transform with `value_scale=0.3`, three times
+      as sharp) for "smctx", `qtransform` for "paper".
     max_num_considered_actions: most root candidates `m1` (also at most the
       number of actions and `N`).
     gumbel_scale: scale of the Gumbel noise of the root candidates, of the
@@ -327,27 +336,34 @@ def tsmcts_policy(
       random half instead and picks the final action by the same score among
       all candidates ever evaluated (an ablation of Sequential Halving's budget
       allocation: same budget, same estimates, no selection).
-    variant: "smctx" (default) or "paper". Both run the paper's algorithm;
-      they differ in two defaults, measured in `docs/algorithms.md` ("Search
-      quality"): "smctx" (beyond the paper) uses a sharper completed-Q
-      transform (`value_scale=0.3`) and a depth per iteration near 2; "paper"
-      uses mctx's default transform (`value_scale=0.1`) and a depth near 3,
-      the settings on which the repro suite checks the paper's claims. An
-      explicit `qtransform` or `num_particles` overrides either default.
+    variant: "smctx" (default) or "paper". Both run the paper's algorithm
+      with mctx's transform for the search's decisions; they differ in two
+      defaults, measured in `docs/algorithms.md` ("Search quality"): "smctx"
+      (beyond the paper) has a depth per iteration near 2 and a sharper
+      policy target (`target_qtransform=SHARP_QTRANSFORM`); "paper" has a
+      depth near 3 and the target of `qtransform`, the settings on which the
+      repro suite checks the paper's claims. An explicit `num_particles`,
+      `qtransform` or `target_qtransform` overrides either default.
 
   Returns:
     `mctx.PolicyOutput(action [B] int32, action_weights [B, A] float32,
     search_tree)`: `action` is the Sequential Halving winner,
-    `action_weights = softmax(logits + σ(Q̃_SH))` (zero on invalid actions),
+    `action_weights = softmax(logits + σ(Q̃_SH))` with the `σ` of
+    `target_qtransform` (zero on invalid actions),
     `search_tree` an `mctx.Tree` of the root and one child per action
-    (visits = evaluations under the action, Q = `Q_SH`,
-    `node_values[:, 0]` = search value) whose `extra_data` is a
+    (visits = evaluations under the action, Q = `Q_SH`, `node_values[:, 0]` =
+    search value `Σ_a action_weights(a)·Q̃_SH(a)`) whose `extra_data` is a
     `SearchDiagnostics`.
   """
   validation.check_choice("elimination", elimination, validation.ELIMINATIONS)
   validation.check_choice("variant", variant, validation.TSMCTS_VARIANTS)
+  if target_qtransform is None:
+    target_qtransform = (SHARP_QTRANSFORM if variant == "smctx" and qtransform is None
+                         else qtransform)
   if qtransform is None:
-    qtransform = SHARP_QTRANSFORM if variant == "smctx" else mctx.qtransform_completed_by_mix_value
+    qtransform = mctx.qtransform_completed_by_mix_value
+  if target_qtransform is None:
+    target_qtransform = qtransform
   options = start_lib.SearchOptions(
       num_simulations, num_particles, max_depth, gumbel_scale, max_num_considered_actions,
       temperature, td_scale, resample, ess_threshold, resampling_method,
@@ -362,6 +378,7 @@ def tsmcts_policy(
       config=config, schedule=Schedule(layout.depths, layout.considered_per_iteration),
       qtransform=qtransform, num_particles=layout.num_particles, gumbel_scale=gumbel_scale,
       elimination=elimination,
+      target_qtransform=target_qtransform,
       num_second_labels=(layout.num_particles if start.model.samples_second_actions
                          else start.num_actions))
 
@@ -392,8 +409,11 @@ def _policy_output(ctx: Context, halving: HalvingState, diagnostics: engine.Step
   # candidate that was evaluated.
   eligible = (halving.visits > 0) if ctx.elimination == "random" else halving.considered
   action = root_lib.masked_argmax(score, ~eligible)
+  target = (greedified if ctx.target_qtransform is ctx.qtransform
+            else ctx.greedify_root(halving, ctx.target_qtransform))
+  # The search value is the value of the returned policy target, `Σ_a w(a)·Q̃(a)`.
   return root_lib.policy_output(
-      ctx.root, action=action, action_weights=greedified.policy, tree=greedified.tree,
+      ctx.root, action=action, action_weights=target.policy, tree=target.tree,
       step_diagnostics=diagnostics, particles_per_action=halving.particles_per_action,
       num_considered=halving.num_considered, depths=layout.depths,
       num_particles=ctx.num_particles)
