@@ -158,7 +158,7 @@ def test_nonfinite_root_is_reported(policy):
                                 [False, True, True, True])
 
 
-@each_policy
+@each_policy_slow_but_tsmcts
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
 def test_half_precision_inputs_accumulate_in_float32(policy, dtype):
   rewards = jnp.asarray([0.0, 1.0, 3.0, 2.0, -1.0])

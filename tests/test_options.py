@@ -171,35 +171,38 @@ def test_resample_ess_resamples_only_when_the_ess_falls_below_the_threshold():
 # --------------------------------------------------------------------------
 
 
-def _nine_action_root(batch: int = 4) -> mctx.RootFnOutput:
-  logits = jnp.asarray(np.random.default_rng(0).normal(size=(batch, 9)), jnp.float32)
+def _root(num_actions: int, batch: int = 4) -> mctx.RootFnOutput:
+  logits = jnp.asarray(np.random.default_rng(0).normal(size=(batch, num_actions)), jnp.float32)
   return mctx.RootFnOutput(prior_logits=logits, value=jnp.zeros((batch,)),
                            embedding=jnp.zeros((batch,), jnp.int32))
 
 
-def _nine_action_fn(params, rng_key, action, embedding):
-  del params, rng_key
-  reward = 0.1 * action.astype(jnp.float32) - 0.05 * embedding.astype(jnp.float32)
-  return mctx.RecurrentFnOutput(reward=reward, discount=jnp.full(action.shape, 0.9),
-                                prior_logits=jnp.zeros(action.shape + (9,)),
-                                value=jnp.zeros(action.shape)), embedding + action
+def _counting_fn(num_actions: int):
+  def recurrent_fn(params, rng_key, action, embedding):
+    del params, rng_key
+    reward = 0.1 * action.astype(jnp.float32) - 0.05 * embedding.astype(jnp.float32)
+    return mctx.RecurrentFnOutput(reward=reward, discount=jnp.full(action.shape, 0.9),
+                                  prior_logits=jnp.zeros(action.shape + (num_actions,)),
+                                  value=jnp.zeros(action.shape)), embedding + action
+  return recurrent_fn
 
 
 @pytest.mark.parametrize("variant,width,depth", [
-    # 9 actions: m1 = 9, K = ceil(log2 9) = 4 iterations. smctx: depth 2 per iteration, so
-    # N = 256 // (4·2) = 32; the paper's variant: depth 3, N = 256 // (4·3) = 21 (252 evaluations).
-    ("smctx", 32, 2), ("paper", 21, 3)])
+    # 4 actions, 64 simulations: m1 = 4, K = 2 iterations. smctx: depth 2 per iteration, so
+    # N = 64 // (2·2) = 16; the paper's variant: depth 3, N = 64 // 6 = 10 (60 evaluations).
+    ("smctx", 16, 2), ("paper", 10, 3)])
 def test_variant_sets_the_default_width_and_depth(variant, width, depth):
-  out = smctx.tsmcts_policy(None, jax.random.key(0), _nine_action_root(), _nine_action_fn, 256,
-                            variant=variant)
-  diagnostics = out.search_tree.extra_data
+  search = jax.jit(functools.partial(smctx.tsmcts_policy, recurrent_fn=_counting_fn(4),
+                                     num_simulations=64, variant=variant))
+  diagnostics = search(None, jax.random.key(0), _root(4)).search_tree.extra_data
   np.testing.assert_array_equal(diagnostics.num_particles, width)
   np.testing.assert_array_equal(diagnostics.depth, depth)
 
 
 def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
-  run = lambda **kw: smctx.tsmcts_policy(None, jax.random.key(1), _nine_action_root(),
-                                         _nine_action_fn, 64, num_particles=9, **kw)
+  run = lambda **kw: jax.jit(functools.partial(
+      smctx.tsmcts_policy, recurrent_fn=_counting_fn(4), num_simulations=16, num_particles=4,
+      **kw))(None, jax.random.key(1), _root(4))
   weights = lambda **kw: np.asarray(run(**kw).action_weights)
   soft = mctx.qtransform_completed_by_mix_value
   sharp = functools.partial(soft, value_scale=0.3)
@@ -216,5 +219,4 @@ def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
 
 def test_unknown_variant_is_refused_naming_the_argument():
   with pytest.raises(ValueError, match="variant"):
-    smctx.tsmcts_policy(None, jax.random.key(0), _nine_action_root(), _nine_action_fn, 64,
-                        variant="fast")
+    smctx.tsmcts_policy(None, jax.random.key(0), _root(4), _counting_fn(4), 16, variant="fast")
