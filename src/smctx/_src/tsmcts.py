@@ -357,13 +357,11 @@ def tsmcts_policy(
   """
   validation.check_choice("elimination", elimination, validation.ELIMINATIONS)
   validation.check_choice("variant", variant, validation.TSMCTS_VARIANTS)
-  if target_qtransform is None:
-    target_qtransform = (SHARP_QTRANSFORM if variant == "smctx" and qtransform is None
-                         else qtransform)
-  if qtransform is None:
-    qtransform = mctx.qtransform_completed_by_mix_value
-  if target_qtransform is None:
-    target_qtransform = qtransform
+  # The target follows an explicit `qtransform` (as in mctx); else the variant's default.
+  if target_qtransform is None and qtransform is None and variant == "smctx":
+    target_qtransform = SHARP_QTRANSFORM
+  qtransform = qtransform or mctx.qtransform_completed_by_mix_value
+  target_qtransform = target_qtransform or qtransform
   options = start_lib.SearchOptions(
       num_simulations, num_particles, max_depth, gumbel_scale, max_num_considered_actions,
       temperature, td_scale, resample, ess_threshold, resampling_method,
