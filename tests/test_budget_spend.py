@@ -65,7 +65,7 @@ def test_smc_default_layouts_spend_the_budget(max_depth):
 
 @pytest.mark.parametrize("max_depth", [None, 1, 3])
 def test_tsmcts_default_layouts_spend_the_budget(max_depth):
-  under_90 = set()
+  under_90, repeats = set(), set()
   for num_actions in NUM_ACTIONS:
     m1 = min(MAX_CONSIDERED, num_actions)
     k = budget.num_halving_iterations(m1)
@@ -80,16 +80,25 @@ def test_tsmcts_default_layouts_spend_the_budget(max_depth):
       if num_simulations >= 2 * num_actions and not spends_90_percent(layout, num_simulations):
         under_90.add((num_simulations, num_actions))
       # The design: every candidate when the budget gives each iteration a
-      # step, two particles per candidate when it gives them two; the width
-      # only grows from the one of the target depth.
+      # step, two particles per candidate when it gives them two steps each
+      # (depth 2 or more); never narrower than depth 8 per iteration would be.
       if m1 * k <= num_simulations:
         assert layout.num_considered == m1, context
         assert len(layout.depths) == k, context
         assert n >= m1, context
-        target = 3 if max_depth is None else min(3, max_depth)
-        assert n >= num_simulations // (k * target), context
-      if 2 * m1 * k <= num_simulations:
+        assert n >= num_simulations // (k * 8), context
+      if 2 * m1 * k * 2 <= num_simulations:
         assert n >= 2 * m1, context
+      # Groups deep enough for distinct paths: a candidate's ceil(N / m_i)
+      # particles are at most the A^(T_i - 1) paths below it, except where
+      # that would leave more than 10% of a small budget unspent.
+      if max_depth is None and num_simulations >= 8 * num_actions:
+        paths = [num_actions ** (t - 1) for t in layout.depths]
+        group = [-(-n // m) for m in layout.considered_per_iteration]
+        if any(p < g for p, g in zip(paths, group)):
+          repeats.add((num_simulations, num_actions))
+  if max_depth is None:
+    assert len(repeats) <= 24 and max(s for s, _ in repeats) < 300, sorted(repeats)
   if max_depth is None or max_depth >= 2:
     assert under_90 == TSMCTS_KEEPS_CANDIDATES
   else:
@@ -99,7 +108,9 @@ def test_tsmcts_default_layouts_spend_the_budget(max_depth):
 
 @pytest.mark.parametrize("num_simulations,num_actions,smc_width,tsmcts_width", [
     (127, 64, 127, 18),  # SMC/SMCTS spent 64 (N = 64, one step), TSMCTS 112 (N = 16)
-    (23, 4, 7, 11),  # SMC/SMCTS spent 20 (N = 4), TSMCTS 16 (N = 8, two steps)
+    # SMC/SMCTS spent 20 (N = 4), TSMCTS 16 (N = 8, two steps); TSMCTS now 21 (N = 7,
+    # depths 1 and 2: two steps per iteration would leave N <= 5, spending 20 or less).
+    (23, 4, 7, 7),
     (599, 200, 299, 74),  # SMC/SMCTS spent 400 (N = 200); TSMCTS 592 (depth 2 x 4 iterations)
 ])
 def test_previously_underspent_layouts(num_simulations, num_actions, smc_width,
@@ -110,6 +121,20 @@ def test_previously_underspent_layouts(num_simulations, num_actions, smc_width,
   assert tsmcts.num_particles == tsmcts_width
   assert spends_90_percent(smc, num_simulations)
   assert spends_90_percent(tsmcts, num_simulations)
+
+
+@pytest.mark.parametrize("num_simulations,num_actions,width,depths", [
+    # Worked by hand from the rule "a candidate's ceil(N / m_i) particles are at most the
+    # A^(T_i - 1) paths below it" (smctx's default; docs/algorithms.md, "Search quality").
+    (16, 4, 4, (2, 2)),  # 8 x (1, 1) would repeat the root step of 2 and then 4 copies
+    (64, 4, 12, (2, 3)),  # 16 x (2, 2) puts 8 on the 4 paths of depth 2; 13 x (2, 3) > 64
+    (256, 9, 27, (2, 2, 2, 3)),  # 32 x (2, 2, 2, 2): 16 > 9 at the end; 28 x 9 steps > 256
+    (1024, 362, 128, (2, 2, 2, 2)),  # 362 paths at depth 2: unchanged, 64 per survivor
+])
+def test_default_layouts_leave_room_for_distinct_paths(num_simulations, num_actions, width,
+                                                       depths):
+  layout = tsmcts_default(num_simulations, num_actions)
+  assert (layout.num_particles, layout.depths) == (width, depths)
 
 
 def test_explicit_width_is_honoured():
@@ -231,7 +256,7 @@ def static_evaluations(policy, num_simulations, num_actions):
 
 @pytest.mark.parametrize("name,num_simulations,num_actions,evaluations", [
     ("smcts", 127, 64, 127),  # one step of 127 particles per root
-    ("tsmcts", 23, 4, 22),  # m1 = 4, K = 2, N = 11, one step per iteration
+    ("tsmcts", 23, 4, 21),  # m1 = 4, K = 2, N = 7, depths 1 and 2
 ])
 def test_counted_by_hand(name, num_simulations, num_actions, evaluations):
   """Run and counted: the rows the model received, against a hand count."""

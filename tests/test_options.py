@@ -187,16 +187,33 @@ def _counting_fn(num_actions: int):
   return recurrent_fn
 
 
-@pytest.mark.parametrize("variant,width,depth", [
-    # 4 actions, 64 simulations: m1 = 4, K = 2 iterations. smctx: depth 2 per iteration, so
-    # N = 64 // (2·2) = 16; the paper's variant: depth 3, N = 64 // 6 = 10 (60 evaluations).
-    ("smctx", 16, 2), ("paper", 10, 3)])
-def test_variant_sets_the_default_width_and_depth(variant, width, depth):
+@pytest.mark.parametrize("variant,kwargs,width,depths", [
+    # 4 actions, 64 simulations: m1 = 4, K = 2 iterations (4, then 2 candidates).
+    # smctx: depth 2 per iteration would give N = 64 // (2·2) = 16, 8 particles per survivor,
+    # more than the 4 paths of depth 2 below it; distinct paths need depth 3 in iteration 2:
+    # N·(2 + 3) <= 64 gives N = 12 (3 and 6 particles per candidate; 60 evaluations).
+    ("smctx", {}, 12, (2, 3)),
+    # The paper's variant: depth 3, N = 64 // 6 = 10 (60 evaluations).
+    ("paper", {}, 10, (3, 3)),
+    # depth_per_iteration=4: N = 64 // (2·4) = 8; groups of 2 and 4 fit in 4^3 paths.
+    ("smctx", dict(depth_per_iteration=4), 8, (4, 4)),
+    ("paper", dict(depth_per_iteration=2), 16, (2, 2)),
+    # An explicit width wins over depth_per_iteration: 64 // (2·4) = 8 steps per iteration.
+    ("smctx", dict(depth_per_iteration=2, num_particles=4), 4, (8, 8)),
+])
+def test_variant_sets_the_default_width_and_depth(variant, kwargs, width, depths):
   search = jax.jit(functools.partial(smctx.tsmcts_policy, recurrent_fn=_counting_fn(4),
-                                     num_simulations=64, variant=variant))
+                                     num_simulations=64, variant=variant, **kwargs))
   diagnostics = search(None, jax.random.key(0), _root(4)).search_tree.extra_data
   np.testing.assert_array_equal(diagnostics.num_particles, width)
-  np.testing.assert_array_equal(diagnostics.depth, depth)
+  np.testing.assert_array_equal(diagnostics.depth, np.broadcast_to(depths, (4, 2)))
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "2"])
+def test_bad_depth_per_iteration_is_refused_naming_the_argument(value):
+  with pytest.raises(ValueError, match="depth_per_iteration"):
+    smctx.tsmcts_policy(None, jax.random.key(0), _root(4), _counting_fn(4), 16,
+                        depth_per_iteration=value)
 
 
 def test_variant_sets_the_default_transform_and_an_explicit_one_wins():

@@ -53,16 +53,41 @@ def halving_sequence(num_considered: int) -> tuple[int, ...]:
   return tuple(seq)
 
 
-def _spread_depths(budget: int, width: int, iterations: int, max_depth: int | None):
-  """Depth of each iteration: equal, the remainder as +1 on the last iterations."""
-  base = max(1, budget // (width * iterations))
-  if max_depth is not None:
-    base = min(base, max_depth)
-  depths = [base] * iterations
-  if max_depth is None or base < max_depth:
-    extra = (budget - width * iterations * base) // width
-    for i in range(min(max(extra, 0), iterations)):
-      depths[iterations - 1 - i] += 1
+def _spread_depths(budget: int, width: int, iterations: int, max_depth: int | None,
+                   minimum: tuple[int, ...] | None = None) -> tuple[int, ...]:
+  """Depth of each iteration: from `minimum` (default one step each), one more step at a
+  time to the shallowest iteration, the last first, while the budget allows.
+
+  From one step each this is an equal depth with the remainder as +1 on the last
+  iterations. `max_depth` caps every iteration.
+  """
+  cap = max_depth if max_depth is not None else budget
+  depths = [min(d, cap) for d in (minimum or (1,) * iterations)]
+  spare = budget // width - sum(depths)
+  while spare > 0 and min(depths) < cap:
+    shallowest = min(depths)
+    i = max(j for j, d in enumerate(depths) if d == shallowest)
+    depths[i] += 1
+    spare -= 1
+  return tuple(depths)
+
+
+def distinct_path_depths(width: int, considered: tuple[int, ...], num_actions: int
+                         ) -> tuple[int, ...]:
+  """Per iteration, the least depth `T_i` at which a candidate's `n_i = ceil(N / m_i)`
+  particles can all follow different paths: `n_i <= A^(T_i - 1)`.
+
+  Every particle of a candidate's group takes the same first transition, so under
+  deterministic dynamics (mctx's model: one evaluation per tree node) a group that
+  outnumbers the paths below its candidate repeats evaluations. With 4 actions and a
+  depth of 2, a group of 8 evaluates the 4 + 1 nodes of a group of 4 twice.
+  """
+  depths = []
+  for m in considered:
+    n, d = -(-width // m), 1
+    while num_actions > 1 and num_actions ** (d - 1) < n:
+      d += 1
+    depths.append(d)
   return tuple(depths)
 
 
@@ -117,7 +142,8 @@ def smc_layout(num_simulations: int, num_actions: int, num_particles: int | None
 
 def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | None,
                   max_num_considered_actions: int, max_depth: int | None,
-                  target_depth: int = TSMCTS_TARGET_DEPTH) -> Layout:
+                  target_depth: int = TSMCTS_TARGET_DEPTH,
+                  distinct_paths: bool = True) -> Layout:
   """Width, candidates and per-iteration depth of TSMCTS.
 
   `m1 = min(max_num_considered_actions, A, N)`, `K = ceil(log2 m1)`,
@@ -127,16 +153,25 @@ def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | N
 
   Default width: `T_SH` about `target_depth` (capped by `max_depth`),
   at least `TSMCTS_MIN_PARTICLES_PER_CANDIDATE·m1` particles when the budget
-  allows it for every iteration, else at least `m1`, and shallower (wider)
-  where that spends the budget better (`_fill_width`). Keeping the `m1` root
-  candidates comes first; it spends at least `MIN_SPEND_PERCENT` of
-  `num_simulations` whenever `num_simulations >= 32` (module docstring).
+  allows it for every iteration (with `distinct_paths`: for two steps each), else
+  at least `m1`, and shallower (wider) where that spends the budget better
+  (`_fill_width`). With `distinct_paths` (smctx's default, beyond the paper;
+  False for `variant="paper"`), the width then narrows until each iteration is
+  deep enough for its groups to take distinct paths (`distinct_path_depths`),
+  where that still spends `MIN_SPEND_PERCENT`, and the extra depth goes to those
+  iterations. Keeping the `m1` root candidates comes first; it spends at least
+  `MIN_SPEND_PERCENT` of `num_simulations` whenever `num_simulations >= 32`
+  (module docstring).
   """
   m1 = min(max_num_considered_actions, num_actions)
   if num_particles is None:
     depth = target_depth if max_depth is None else min(target_depth, max_depth)
     iterations = num_halving_iterations(m1)
-    if TSMCTS_MIN_PARTICLES_PER_CANDIDATE * m1 * iterations <= num_simulations:
+    # Several particles per candidate only where each can also go past the candidate
+    # (depth 2 or more): their first step is the same transition, so with depth 1 the
+    # copies repeat one evaluation under deterministic dynamics.
+    two_steps = min(depth, 2) if distinct_paths else 1
+    if TSMCTS_MIN_PARTICLES_PER_CANDIDATE * m1 * iterations * two_steps <= num_simulations:
       min_width = TSMCTS_MIN_PARTICLES_PER_CANDIDATE * m1
     else:
       min_width = m1
@@ -145,6 +180,9 @@ def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | N
                           None if max_depth is None else iterations * max_depth)
     else:
       width = m1  # Too small a budget for every candidate: shrinks below.
+    if distinct_paths:  # smctx's default, beyond the paper
+      width = _distinct_path_width(num_simulations, width, min_width, m1, num_actions, depth,
+                                   max_depth)
   else:
     width = num_particles
   # The widest width (at most the requested one) whose every iteration gets at
@@ -153,6 +191,36 @@ def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | N
     width -= 1
   m1 = min(m1, width)
   iterations = num_halving_iterations(m1)
-  depths = _spread_depths(num_simulations, width, iterations, max_depth)
+  minimum = None
+  if num_particles is None and distinct_paths:
+    minimum = _least_depths(width, m1, num_actions, 1, max_depth)
+    if width * sum(minimum) > num_simulations:
+      minimum = None
+  depths = _spread_depths(num_simulations, width, iterations, max_depth, minimum)
   return Layout(num_particles=width, num_considered=m1,
                 considered_per_iteration=halving_sequence(m1), depths=depths)
+
+
+def _least_depths(width: int, max_considered: int, num_actions: int, target_depth: int,
+                  max_depth: int | None = None) -> tuple[int, ...]:
+  """The least depth of each iteration of a default TSMCTS layout of `width` particles:
+  the target, and at least `distinct_path_depths` (both capped by `max_depth`)."""
+  m1 = min(max_considered, width)
+  paths = distinct_path_depths(width, halving_sequence(m1), num_actions)
+  cap = max_depth if max_depth is not None else max(paths + (target_depth,))
+  return tuple(min(max(target_depth, d), cap) for d in paths)
+
+
+def _distinct_path_width(budget: int, width: int, min_width: int, max_considered: int,
+                         num_actions: int, target_depth: int, max_depth: int | None) -> int:
+  """The widest width up to `width` (down to `min_width`) whose iterations are deep enough
+  for their groups to take distinct paths (`_least_depths`) and that spends
+  `MIN_SPEND_PERCENT` of the budget; `width` itself if none does (spending the budget
+  comes first). Width that would repeat evaluations goes to depth instead."""
+  for w in range(width, min_width - 1, -1):
+    least = _least_depths(w, max_considered, num_actions, target_depth, max_depth)
+    iterations = num_halving_iterations(min(max_considered, w))
+    evaluations = w * sum(_spread_depths(budget, w, iterations, max_depth, least))
+    if w * sum(least) <= budget and 100 * evaluations >= MIN_SPEND_PERCENT * budget:
+      return w
+  return width

@@ -67,13 +67,14 @@ class SearchOptions:
   ess_threshold: float
   resampling_method: str
   tsmcts_target_depth: int = budget.TSMCTS_TARGET_DEPTH
+  tsmcts_distinct_paths: bool = True
 
   def layout(self, algorithm: str, num_actions: int) -> Layout:
     """Width and depth of `algorithm` ("smc", "smcts" or "tsmcts"), `budget.py`."""
     if algorithm == "tsmcts":
       return budget.tsmcts_layout(self.num_simulations, num_actions, self.num_particles,
                                   self.max_num_considered_actions, self.max_depth,
-                                  self.tsmcts_target_depth)
+                                  self.tsmcts_target_depth, self.tsmcts_distinct_paths)
     return budget.smc_layout(self.num_simulations, num_actions, self.num_particles,
                              self.max_depth, assign_without_replacement=algorithm == "smcts")
 
@@ -84,7 +85,7 @@ def start_search(rng_key: chex.PRNGKey, root: mctx.RootFnOutput,
                  algorithm: str) -> SearchStart:
   """Checks a policy's arguments and prepares the search of `algorithm`."""
   validation.check_static_args(**{k: v for k, v in dataclasses.asdict(options).items()
-                                  if k != "tsmcts_target_depth"})
+                                  if not k.startswith("tsmcts_")})
   _, num_actions = validation.check_root(root, invalid_actions)
   model = actions.as_action_model(recurrent_fn, num_actions)
   layout = options.layout(algorithm, num_actions)

@@ -266,6 +266,7 @@ def tsmcts_policy(
     max_num_considered_actions: int = 16,
     gumbel_scale: chex.Numeric = 1.0,
     num_particles: Optional[int] = None,
+    depth_per_iteration: Optional[int] = None,
     temperature: float = DEFAULT_TEMPERATURE,
     td_scale: str = "running",
     resample: str = "ess",
@@ -326,6 +327,9 @@ def tsmcts_policy(
     num_particles: width `N`; None chooses it from the budget (depth per
       iteration near 2, near 3 for `variant="paper"`; `docs/algorithms.md`).
       A budget below `N·K` shrinks the width instead of failing.
+    depth_per_iteration: the depth `T_SH` per iteration that a default width
+      (`num_particles=None`) aims at; None: the variant's (see `variant`).
+      Ignored when `num_particles` is given.
     temperature: SMC temperature of the TD log-weights.
     td_scale: "running" (TD errors divided by their running RMS) or "none".
     resample: "ess", "always" or "never" (within each candidate's group).
@@ -357,6 +361,10 @@ def tsmcts_policy(
   """
   validation.check_choice("elimination", elimination, validation.ELIMINATIONS)
   validation.check_choice("variant", variant, validation.TSMCTS_VARIANTS)
+  validation.check_positive_int("depth_per_iteration", depth_per_iteration, allow_none=True)
+  if depth_per_iteration is None:
+    depth_per_iteration = (budget.TSMCTS_TARGET_DEPTH if variant == "smctx"
+                           else budget.TSMCTS_PAPER_TARGET_DEPTH)
   # The target follows an explicit `qtransform` (as in mctx); else the variant's default.
   if target_qtransform is None and qtransform is None and variant == "smctx":
     target_qtransform = SHARP_QTRANSFORM
@@ -364,8 +372,8 @@ def tsmcts_policy(
   target_qtransform = target_qtransform or qtransform
   options = start_lib.SearchOptions(
       num_simulations, num_particles, max_depth, gumbel_scale, max_num_considered_actions,
-      temperature, td_scale, resample, ess_threshold, resampling_method,
-      budget.TSMCTS_TARGET_DEPTH if variant == "smctx" else budget.TSMCTS_PAPER_TARGET_DEPTH)
+      temperature, td_scale, resample, ess_threshold, resampling_method, depth_per_iteration,
+      tsmcts_distinct_paths=variant == "smctx")
   start = start_lib.start_search(rng_key, root, recurrent_fn, invalid_actions, options, "tsmcts")
   layout, batch_size = start.layout, start.batch_size
   # Inner-search labels are slots (`rerooting.py`): one table entry per particle.
