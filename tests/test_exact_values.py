@@ -284,47 +284,53 @@ TREE_R2 = np.array([[1.0, -1.0, 0.0],
 TREE_C = 2.0
 
 
+@pytest.mark.parametrize("variant", ["smctx", "paper"])
 @pytest.mark.parametrize("depth", [1, 3])
-def test_tsmcts_two_step_tree_second_greedification(depth):
+def test_tsmcts_two_step_tree_second_greedification(depth, variant):
   """Q_SH(a) = r1(a) + Σ_b softmax(logits2 + c·R2)(b)·R2(b), or r1 + v2 at T_SH = 1.
 
   A = 3, N = 9: m1 = 3, K = 2, `num_simulations = N·K·depth` gives
   `T_SH = depth`. Iteration 1 has three groups of 3 particles, so the second
   actions of every group are assigned without replacement and cover all 3.
+  With smctx's default (`variant="smctx"`), iteration 2 starts at the `s2`
+  samples of iteration 1 instead of taking the root step again, so at
+  `T_SH = 1` its one step evaluates the second actions: its `Q_2` is the
+  two-step value, combined with iteration 1's `r1 + v2` by particle counts.
   """
   n, k = 9, 2
   recurrent_fn = two_step_model(TREE_R1, TREE_V2, TREE_LOGITS2, TREE_R2)
   search = jit_policy(smctx.tsmcts_policy, recurrent_fn, num_simulations=n * k * depth,
-                      num_particles=n, gumbel_scale=0.0, qtransform=linear_qtransform(TREE_C))
+                      num_particles=n, gumbel_scale=0.0, qtransform=linear_qtransform(TREE_C),
+                      variant=variant)
   batch = 2
   out = search(jax.random.PRNGKey(4), tree_root(TREE_LOGITS0, TREE_V0, batch))
   q, visits = summary_np(out)
 
-  if depth == 1:
-    expected_q = TREE_R1 + TREE_V2
-  else:
-    pi2 = np_softmax(TREE_LOGITS2 + TREE_C * TREE_R2)
-    expected_q = TREE_R1 + np.sum(pi2 * TREE_R2, -1)
+  pi2 = np_softmax(TREE_LOGITS2 + TREE_C * TREE_R2)
+  two_step_q = TREE_R1 + np.sum(pi2 * TREE_R2, -1)
+  q1 = TREE_R1 + TREE_V2 if depth == 1 else two_step_q
+  # Iteration 2: the two best by logits + c·Q_1 share the 9 particles, 5 to the better.
+  order = np.argsort(-(TREE_LOGITS0 + TREE_C * q1))
+  n2 = np.zeros(3)
+  n2[order[0]], n2[order[1]] = 5, 4
+  q2 = TREE_R1 + TREE_V2 if depth == 1 and variant == "paper" else two_step_q
+  expected_q = (3 * q1 + n2 * q2) / (3 + n2)
   np.testing.assert_allclose(q, np.broadcast_to(expected_q, (batch, 3)), rtol=0, atol=1e-5)
 
-  score = TREE_LOGITS0 + TREE_C * expected_q
-  order = np.argsort(-score)
-  # Visits: 3 particles x depth each in iteration 1; the two survivors share 9
-  # particles in iteration 2, the extra one going to the better-ranked.
-  expected_visits = np.full(3, 3.0 * depth)
-  expected_visits[order[0]] += 5 * depth
-  expected_visits[order[1]] += 4 * depth
+  # Visits: 3 particles x depth each in iteration 1, then 5 and 4 x depth.
+  expected_visits = (3.0 + n2) * depth
   np.testing.assert_array_equal(visits, np.broadcast_to(expected_visits, (batch, 3)))
-  expected_ppa = np.zeros((2, 3))
-  expected_ppa[0] = 3
-  expected_ppa[1, order[0]], expected_ppa[1, order[1]] = 5, 4
+  expected_ppa = np.stack([np.full(3, 3.0), n2])
   np.testing.assert_array_equal(np.asarray(out.search_tree.extra_data.particles_per_action),
                                 np.broadcast_to(expected_ppa, (batch, 2, 3)))
 
+  score = TREE_LOGITS0 + TREE_C * expected_q
   expected_w = np_softmax(score)
   np.testing.assert_allclose(np.asarray(out.action_weights),
                              np.broadcast_to(expected_w, (batch, 3)), rtol=0, atol=1e-5)
-  np.testing.assert_array_equal(np.asarray(out.action), np.full(batch, order[0]))
+  survivors = order[:2]
+  expected_action = survivors[np.argmax(score[survivors])]
+  np.testing.assert_array_equal(np.asarray(out.action), np.full(batch, expected_action))
   np.testing.assert_allclose(np.asarray(out.search_tree.node_values[:, 0]),
                              np.full(batch, np.sum(expected_w * expected_q)), rtol=0, atol=1e-5)
 

@@ -123,9 +123,11 @@ def test_resample_always_resamples_at_every_step_but_the_last(name):
 
 
 def test_tsmcts_resample_always_resamples_at_every_inner_step_but_an_iterations_last():
-  # Each iteration: a root step (no weights), two inner steps, a last step (no resampling).
+  # Iteration 1: a root step (no weights), two inner steps, a last step (no resampling).
+  # Iteration 2 starts at iteration 1's successors (smctx's default): no root step, so
+  # three inner steps resample before its last.
   diagnostics = _first_step_search("tsmcts", "always").search_tree.extra_data
-  want = [False, True, True, False] * 2
+  want = [False, True, True, False] + [True, True, True, False]
   np.testing.assert_array_equal(diagnostics.resampled, np.broadcast_to(want, (BATCH, 8)))
 
 
@@ -226,12 +228,18 @@ def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
   # smctx: mctx's transform decides, the sharper one makes the policy target.
   np.testing.assert_allclose(weights(), weights(qtransform=soft, target_qtransform=sharp),
                              atol=1e-6)
-  np.testing.assert_array_equal(run().action, run(variant="paper").action)
-  # The paper's variant, or any explicit qtransform: the target follows `qtransform`.
-  np.testing.assert_allclose(weights(variant="paper"), weights(qtransform=soft), atol=1e-6)
-  np.testing.assert_allclose(weights(variant="paper", target_qtransform=sharp), weights(),
+  np.testing.assert_array_equal(run().action, run(target_qtransform=soft).action)
+  assert not np.allclose(weights(), weights(target_qtransform=soft), atol=1e-3)
+  # Any explicit qtransform: the target follows it (as in mctx).
+  np.testing.assert_allclose(weights(qtransform=soft), weights(target_qtransform=soft),
                              atol=1e-6)
-  assert not np.allclose(weights(), weights(variant="paper"), atol=1e-3)
+  # The paper's variant: mctx's transform for both, unless a target is given.
+  paper = lambda **kw: weights(variant="paper", **kw)
+  np.testing.assert_allclose(paper(), paper(qtransform=soft, target_qtransform=soft),
+                             atol=1e-6)
+  np.testing.assert_allclose(paper(target_qtransform=sharp),
+                             paper(qtransform=soft, target_qtransform=sharp), atol=1e-6)
+  assert not np.allclose(paper(), paper(target_qtransform=sharp), atol=1e-3)
 
 
 def test_unknown_variant_is_refused_naming_the_argument():

@@ -95,11 +95,13 @@ def test_gumbel_scale_zero_makes_a_deterministic_search_independent_of_the_key()
   # Deterministic model, groups no larger than the number of actions, two steps
   # per iteration (no resampling before an iteration's last step): with
   # gumbel_scale=0 nothing random is left, so every key gives the same search.
+  # The paper's variant: each iteration restarts at the root (smctx's default starts
+  # iteration 2 at s2, so its second step draws third actions from the prior).
   mdp = tabular.random_mdp(3, num_states=30, num_actions=4)
   root_fn, recurrent_fn = tabular.model(mdp)
   root = root_fn(jnp.arange(30))
   search = jax.jit(lambda key: smctx.tsmcts_policy(
-      None, key, root, recurrent_fn, 32, num_particles=8, gumbel_scale=0.0))
+      None, key, root, recurrent_fn, 32, num_particles=8, gumbel_scale=0.0, variant="paper"))
   reference = search(jax.random.key(0))
   assert tuple(np.asarray(reference.search_tree.extra_data.depth[0])) == (2, 2)
   for seed in (1, 2, 3):

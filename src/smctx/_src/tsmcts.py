@@ -13,7 +13,12 @@ iteration, so the model is traced once and each step is exactly one
   greedification gives `V_SMCTS(s2)`, `Q_i(a)` enters the inverse-variance
   combination `Q_SH`, the candidates are halved by `g + logits + σ(Q̃_SH)`
   (`sequential_halving.py`), and the particles go back to the root split over
-  the survivors.
+  the survivors. With `reuse_successors` (smctx's default, beyond the paper)
+  they do not take the root step again: each survivor's group starts at the
+  `s2` samples its candidate drew in the iteration before (`successors_of`)
+  and re-roots there at once, so every step of a later iteration goes below
+  `s2` and, under deterministic dynamics, none repeats an evaluation of the
+  root transitions.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from smctx._src import greedification
 from smctx._src import particles as particles_lib
 from smctx._src import rerooting
 from smctx._src import root as root_lib
+from smctx._src import segments
 from smctx._src import sequential_halving
 from smctx._src import start as start_lib
 from smctx._src import validation
@@ -47,6 +53,10 @@ from smctx._src.rerooting import RootStep
 from smctx._src.sequential_halving import HalvingState
 
 
+# Later iterations start at the previous iteration's `s2` samples (smctx's default, beyond
+# the paper; docs/algorithms.md, "Search quality"). Read at trace time.
+REUSE_SUCCESSORS = True
+
 # smctx's default transform of the policy target: mctx's completed-Q transform, three times as
 # sharp (`value_scale` 0.3 instead of 0.1); docs/algorithms.md, "Search quality".
 SHARP_QTRANSFORM = functools.partial(mctx.qtransform_completed_by_mix_value, value_scale=0.3)
@@ -59,13 +69,15 @@ class SearchState:
   particles: the particle system `[B, N]`; values: the inner search's running
   means per slot `[B, N]`; td_scale: running TD-error scale per root;
   root_step: what the current iteration's root step saw; halving: the
-  Sequential Halving statistics `[B, A]`.
+  Sequential Halving statistics `[B, A]`; successors: the `s2` samples of the
+  last root step `[B, N]`, in the order of `root_step` (`reuse_successors`).
   """
   particles: Particles
   values: ActionValues
   td_scale: engine.TDScale
   root_step: RootStep
   halving: HalvingState
+  successors: ModelStep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +85,9 @@ class Schedule:
   """The static schedule of a search: depth and candidates of every iteration."""
   depths: tuple[int, ...]
   num_considered: tuple[int, ...]
+  # Iterations after the first start at their candidates' `s2` samples from the
+  # previous iteration (`reuse_successors`): no root step, every step goes below `s2`.
+  reuse_successors: bool = False
 
   @property
   def num_steps(self) -> int:
@@ -84,7 +99,8 @@ class Schedule:
 
   @property
   def is_root_step(self) -> tuple[bool, ...]:
-    return tuple(t == 0 for depth in self.depths for t in range(depth))
+    return tuple(t == 0 and (k == 0 or not self.reuse_successors)
+                 for k, depth in enumerate(self.depths) for t in range(depth))
 
   @property
   def is_last_step(self) -> tuple[bool, ...]:
@@ -92,8 +108,19 @@ class Schedule:
 
   @property
   def is_one_step(self) -> tuple[bool, ...]:
-    """Per iteration: it has one step, so no second actions and no inner search."""
-    return tuple(depth == 1 for depth in self.depths)
+    """Per iteration: its one step is the root step, so no second actions, no inner search."""
+    return tuple(depth == 1 and (k == 0 or not self.reuse_successors)
+                 for k, depth in enumerate(self.depths))
+
+  @property
+  def reroots_after_step(self) -> tuple[bool, ...]:
+    """Per step: the particles re-root after it, at the root step of an iteration with an
+    inner search, or at the end of an iteration followed by one starting at its successors."""
+    last_iteration = len(self.depths) - 1
+    return tuple(
+        (root and not self.is_one_step[k]) or (last and self.reuse_successors
+                                               and k < last_iteration)
+        for k, root, last in zip(self.iteration_of_step, self.is_root_step, self.is_last_step))
 
   @property
   def survivors(self) -> tuple[int, ...]:
@@ -149,28 +176,58 @@ def start_iteration(ctx: Context, score: chex.Array,
 
 def root_step(ctx: Context, state: SearchState, step: ModelStep, rng_keys: chex.Array,
               i: chex.Array) -> tuple[SearchState, engine.StepDiagnostics]:
-  """The first step of an iteration: re-root at `s2`, or only record it in a one-step iteration."""
+  """The first step of an iteration: the particles' `s2` samples, re-rooted at after the step
+  (`reroot`), or only recorded in a one-step iteration."""
+  del rng_keys
   batch_size = step.value.shape[0]
-
-  def reroot():
-    rerooted, record = rerooting.reroot(state.particles, step, rng_keys, ctx.num_considered,
-                                        ctx.model, ctx.gumbel_scale)
-    return rerooted, record, engine.distinct_labels_per_group(rerooted, ctx.num_particles)
-
-  def record_only():
-    particles, record = rerooting.record_root_step(state.particles, step, ctx.num_considered,
-                                                   ctx.num_second_labels)
-    return particles, record, jnp.zeros((batch_size,), jnp.float32)
-
+  record_only = lambda: rerooting.record_root_step(state.particles, step, ctx.num_considered,
+                                                   ctx.num_second_labels)[1]
   in_one_step_iteration = tuple(ctx.schedule.is_one_step[k]
                                 for k in ctx.schedule.iteration_of_step)
-  particles, record, distinct = _static_or_cond(in_one_step_iteration, i, record_only, reroot,
-                                                state, step)
+  record = _static_or_cond(in_one_step_iteration, i, record_only, lambda: state.root_step,
+                           state, step)
   diagnostics = engine.StepDiagnostics(
-      ess=jnp.full((batch_size,), float(ctx.num_particles)), distinct_actions=distinct,
+      ess=jnp.full((batch_size,), float(ctx.num_particles)),
+      distinct_actions=jnp.zeros((batch_size,), jnp.float32),
       resampled=jnp.zeros((batch_size,), bool), num_resamples=jnp.zeros((batch_size,), jnp.int32),
       nonfinite=step.nonfinite)
-  return state.replace(particles=particles, root_step=record), diagnostics
+  return state.replace(root_step=record, successors=step), diagnostics
+
+
+def reroot(ctx: Context, state: SearchState, rng_keys: chex.Array) -> tuple[SearchState, chex.Array]:
+  """The particles, at the root, move to their `s2` samples `state.successors` (aligned with
+  them) and start an SMCTS there; the samples are kept in the record's order. Also returns
+  the distinct second actions per group `[B]`."""
+  particles, record = rerooting.reroot(state.particles, state.successors, rng_keys,
+                                       ctx.num_considered, ctx.model, ctx.gumbel_scale)
+  successors = state.successors.replace(
+      reward=record.reward, discount=record.discount, value=record.value,
+      policy=particles.policy, embedding=particles.embedding)
+  state = state.replace(particles=particles, root_step=record, successors=successors)
+  return state, engine.distinct_labels_per_group(particles, ctx.num_particles)
+
+
+def successors_of(successors: ModelStep, successor_action: chex.Array, root_action: chex.Array,
+                  group: chex.Array, num_actions: int) -> ModelStep:
+  """The `s2` samples of each new particle's candidate: the `k`-th particle of a group
+  takes sample `k mod n` of the `n` that its candidate's group drew last time.
+
+  `successor_action [B, N]`: the candidate of each sample (one contiguous run per
+  candidate); `root_action`, `group` `[B, N]`: the new particles'.
+  """
+  n = jnp.arange(successor_action.shape[1], dtype=jnp.int32)
+  runs = segments.run_starts(successor_action)
+  start = segments.segment_sum(jnp.where(runs, n, 0).astype(jnp.float32), successor_action,
+                               num_actions)
+  count = segments.segment_sum(jnp.ones(successor_action.shape, jnp.float32), successor_action,
+                               num_actions)
+  take = lambda table: jnp.take_along_axis(table, root_action, axis=1).astype(jnp.int32)
+  source = take(start) + segments.position_in_segment(group) % jnp.maximum(take(count), 1)
+  reward, discount, value, policy, embedding = particles_lib.gather_particles(
+      (successors.reward, successors.discount, successors.value, successors.policy,
+       successors.embedding), source)
+  return successors.replace(reward=reward, discount=discount, value=value, policy=policy,
+                            embedding=embedding)
 
 
 def inner_step(ctx: Context, state: SearchState, step: ModelStep, rng_keys: chex.Array,
@@ -220,8 +277,14 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
   halving = halving.replace(considered=sequential_halving.top_considered(
       keep_score, halving.considered, survivors))
   particles, values = start_iteration(ctx, score, halving.considered)
+  successors = state.successors
+  if ctx.schedule.reuse_successors:
+    # The next iteration starts at its candidates' `s2` samples from this one (`reroot`).
+    successors = successors_of(successors, record.root_action, particles.label,
+                               particles.group, ctx.root.prior_logits.shape[-1])
   return engine.match_varying(
-      state.replace(particles=particles, values=values, halving=halving), state)
+      state.replace(particles=particles, values=values, halving=halving, successors=successors),
+      state)
 
 
 def search_step(ctx: Context, keys: chex.Array, elimination_key: chex.PRNGKey, i: chex.Array,
@@ -238,7 +301,13 @@ def search_step(ctx: Context, keys: chex.Array, elimination_key: chex.PRNGKey, i
   state = jax.lax.cond(jnp.asarray(ctx.schedule.is_last_step)[i],
                        lambda s: end_iteration(ctx, s, iteration, elimination_key),
                        lambda s: s, state)
-  return state, diagnostics
+  # One call site of the re-rooting: after a root step, and (reusing successors) after an
+  # iteration's last step. That step's next actions are discarded (the particles went back
+  # to the root), so its keys are free for the re-rooting.
+  state, distinct = _static_or_cond(
+      ctx.schedule.reroots_after_step, i, lambda: reroot(ctx, state, keys[i, 1:]),
+      lambda: (state, diagnostics.distinct_actions), state)
+  return state, diagnostics.replace(distinct_actions=distinct)
 
 
 def _static_or_cond(flags: tuple[bool, ...], index: chex.Array, if_true: Callable,
@@ -304,7 +373,8 @@ def tsmcts_policy(
       for two-player games.
     num_simulations: model evaluations per root (mctx's unit), a Python int.
     invalid_actions: `[B, A]` bool/int mask, nonzero for invalid root actions.
-    max_depth: caps the depth `T_SH` of every iteration.
+    max_depth: caps the depth `T_SH` of every iteration; with it every
+      iteration restarts at the root (no particle goes deeper than `max_depth`).
     loop_fn: `fori_loop`-like function driving the depth loop.
     qtransform: mctx qtransform giving `σ(Q̃)` for the search's decisions
       (Gumbel-top candidates are halved and the action chosen by
@@ -340,14 +410,18 @@ def tsmcts_policy(
       random half instead and picks the final action by the same score among
       all candidates ever evaluated (an ablation of Sequential Halving's budget
       allocation: same budget, same estimates, no selection).
-    variant: "smctx" (default) or "paper". Both run the paper's algorithm
-      with mctx's transform for the search's decisions; they differ in two
-      defaults, measured in `docs/algorithms.md` ("Search quality"): "smctx"
-      (beyond the paper) has a depth per iteration near 2 and a sharper
-      policy target (`target_qtransform=SHARP_QTRANSFORM`); "paper" has a
-      depth near 3 and the target of `qtransform`, the settings on which the
-      repro suite checks the paper's claims. An explicit `num_particles`,
-      `qtransform` or `target_qtransform` overrides either default.
+    variant: "smctx" (default) or "paper". Both use mctx's transform for the
+      search's decisions; measured in `docs/algorithms.md` ("Search
+      quality"). "smctx" goes beyond the paper in four ways: a depth per
+      iteration near 2, but deep enough that a candidate's particles can take
+      distinct paths (`budget.distinct_path_depths`); later iterations start
+      at the previous iteration's `s2` samples instead of taking the root
+      step again (unless `max_depth` is given); and a sharper policy target
+      (`target_qtransform=SHARP_QTRANSFORM`). "paper" is the paper's
+      algorithm: depth near 3, every iteration from the root, the target of
+      `qtransform`; the repro suite checks the paper's claims on it. An
+      explicit `num_particles`, `depth_per_iteration`, `qtransform` or
+      `target_qtransform` overrides either default.
 
   Returns:
     `mctx.PolicyOutput(action [B] int32, action_weights [B, A] float32,
@@ -381,7 +455,12 @@ def tsmcts_policy(
                                num_labels=layout.num_particles, labels_are_runs=True)
   ctx = Context(
       params=params, search_key=start.search_key, root=start.root, model=start.model,
-      config=config, schedule=Schedule(layout.depths, layout.considered_per_iteration),
+      config=config,
+      schedule=Schedule(layout.depths, layout.considered_per_iteration,
+                        # With max_depth, every iteration restarts at the root so that
+                        # no particle goes deeper than max_depth below it.
+                        reuse_successors=(variant == "smctx" and max_depth is None
+                                          and REUSE_SUCCESSORS)),
       qtransform=qtransform, num_particles=layout.num_particles, gumbel_scale=gumbel_scale,
       elimination=elimination,
       target_qtransform=target_qtransform,
@@ -397,7 +476,10 @@ def tsmcts_policy(
       particles=particles, values=values, td_scale=engine.TDScale.zeros(batch_size),
       root_step=RootStep.zeros(batch_size, layout.num_particles, layout.num_considered,
                                ctx.num_second_labels),
-      halving=HalvingState.start(considered, len(layout.depths)))
+      halving=HalvingState.start(considered, len(layout.depths)),
+      successors=ModelStep(reward=values.visits, discount=values.visits, value=values.visits,
+                           policy=particles.policy, embedding=particles.embedding,
+                           nonfinite=jnp.zeros((batch_size,), jnp.int32)))  # zeros
   keys = engine.step_keys(start.search_key, layout.num_steps)
   body = functools.partial(search_step, ctx, keys, start.init_key)
   state, diagnostics = engine.run_steps(loop_fn, layout.num_steps, body, state, batch_size,
