@@ -284,16 +284,17 @@ TREE_R2 = np.array([[1.0, -1.0, 0.0],
 TREE_C = 2.0
 
 
-@pytest.mark.parametrize("variant", ["smctx", "paper"])
-@pytest.mark.parametrize("depth", [1, 3])
-def test_tsmcts_two_step_tree_second_greedification(depth, variant):
+@pytest.mark.parametrize("depth,variant,reuse", [
+    (1, "smctx", None), (1, "smctx", False), (1, "paper", None), (1, "paper", True),
+    (3, "smctx", None), (3, "paper", None)])
+def test_tsmcts_two_step_tree_second_greedification(depth, variant, reuse):
   """Q_SH(a) = r1(a) + Σ_b softmax(logits2 + c·R2)(b)·R2(b), or r1 + v2 at T_SH = 1.
 
   A = 3, N = 9: m1 = 3, K = 2, `num_simulations = N·K·depth` gives
   `T_SH = depth`. Iteration 1 has three groups of 3 particles, so the second
   actions of every group are assigned without replacement and cover all 3.
-  With smctx's default (`variant="smctx"`), iteration 2 starts at the `s2`
-  samples of iteration 1 instead of taking the root step again, so at
+  With smctx's default (`variant="smctx"`, `reuse_successors`), iteration 2
+  starts at the `s2` samples of iteration 1 instead of taking the root step again, so at
   `T_SH = 1` its one step evaluates the second actions: its `Q_2` is the
   two-step value, combined with iteration 1's `r1 + v2` by particle counts.
   """
@@ -301,7 +302,7 @@ def test_tsmcts_two_step_tree_second_greedification(depth, variant):
   recurrent_fn = two_step_model(TREE_R1, TREE_V2, TREE_LOGITS2, TREE_R2)
   search = jit_policy(smctx.tsmcts_policy, recurrent_fn, num_simulations=n * k * depth,
                       num_particles=n, gumbel_scale=0.0, qtransform=linear_qtransform(TREE_C),
-                      variant=variant)
+                      variant=variant, reuse_successors=reuse)
   batch = 2
   out = search(jax.random.PRNGKey(4), tree_root(TREE_LOGITS0, TREE_V0, batch))
   q, visits = summary_np(out)
@@ -313,7 +314,8 @@ def test_tsmcts_two_step_tree_second_greedification(depth, variant):
   order = np.argsort(-(TREE_LOGITS0 + TREE_C * q1))
   n2 = np.zeros(3)
   n2[order[0]], n2[order[1]] = 5, 4
-  q2 = TREE_R1 + TREE_V2 if depth == 1 and variant == "paper" else two_step_q
+  reuses = variant == "smctx" if reuse is None else reuse
+  q2 = TREE_R1 + TREE_V2 if depth == 1 and not reuses else two_step_q
   expected_q = (3 * q1 + n2 * q2) / (3 + n2)
   np.testing.assert_allclose(q, np.broadcast_to(expected_q, (batch, 3)), rtol=0, atol=1e-5)
 

@@ -211,6 +211,13 @@ def test_variant_sets_the_default_width_and_depth(variant, kwargs, width, depths
   np.testing.assert_array_equal(diagnostics.depth, np.broadcast_to(depths, (4, 2)))
 
 
+@pytest.mark.parametrize("kwargs", [dict(reuse_successors=1), dict(reuse_successors="yes"),
+                                    dict(reuse_successors=True, max_depth=3)])
+def test_bad_reuse_successors_is_refused_naming_the_argument(kwargs):
+  with pytest.raises(ValueError, match="reuse_successors"):
+    smctx.tsmcts_policy(None, jax.random.key(0), _root(4), _counting_fn(4), 16, **kwargs)
+
+
 @pytest.mark.parametrize("value", [0, -1, 2.5, "2"])
 def test_bad_depth_per_iteration_is_refused_naming_the_argument(value):
   with pytest.raises(ValueError, match="depth_per_iteration"):
@@ -219,12 +226,19 @@ def test_bad_depth_per_iteration_is_refused_naming_the_argument(value):
 
 
 def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
-  run = lambda **kw: jax.jit(functools.partial(
-      smctx.tsmcts_policy, recurrent_fn=_counting_fn(4), num_simulations=16, num_particles=4,
-      **kw))(None, jax.random.key(1), _root(4))
-  weights = lambda **kw: np.asarray(run(**kw).action_weights)
   soft = mctx.qtransform_completed_by_mix_value
   sharp = functools.partial(soft, value_scale=0.3)
+  outputs = {}
+
+  def run(**kw):  # one compilation per configuration
+    name = tuple(sorted((k, id(v) if callable(v) else v) for k, v in kw.items()))
+    if name not in outputs:
+      outputs[name] = jax.jit(functools.partial(
+          smctx.tsmcts_policy, recurrent_fn=_counting_fn(4), num_simulations=16,
+          num_particles=4, **kw))(None, jax.random.key(1), _root(4))
+    return outputs[name]
+
+  weights = lambda **kw: np.asarray(run(**kw).action_weights)
   # smctx: mctx's transform decides, the sharper one makes the policy target.
   np.testing.assert_allclose(weights(), weights(qtransform=soft, target_qtransform=sharp),
                              atol=1e-6)
@@ -234,12 +248,10 @@ def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
   np.testing.assert_allclose(weights(qtransform=soft), weights(target_qtransform=soft),
                              atol=1e-6)
   # The paper's variant: mctx's transform for both, unless a target is given.
-  paper = lambda **kw: weights(variant="paper", **kw)
-  np.testing.assert_allclose(paper(), paper(qtransform=soft, target_qtransform=soft),
+  np.testing.assert_allclose(weights(variant="paper"), weights(variant="paper", qtransform=soft),
                              atol=1e-6)
-  np.testing.assert_allclose(paper(target_qtransform=sharp),
-                             paper(qtransform=soft, target_qtransform=sharp), atol=1e-6)
-  assert not np.allclose(paper(), paper(target_qtransform=sharp), atol=1e-3)
+  assert not np.allclose(weights(variant="paper"),
+                         weights(variant="paper", target_qtransform=sharp), atol=1e-3)
 
 
 def test_unknown_variant_is_refused_naming_the_argument():

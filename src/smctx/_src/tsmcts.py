@@ -53,10 +53,6 @@ from smctx._src.rerooting import RootStep
 from smctx._src.sequential_halving import HalvingState
 
 
-# Later iterations start at the previous iteration's `s2` samples (smctx's default, beyond
-# the paper; docs/algorithms.md, "Search quality"). Read at trace time.
-REUSE_SUCCESSORS = True
-
 # smctx's default transform of the policy target: mctx's completed-Q transform, three times as
 # sharp (`value_scale` 0.3 instead of 0.1); docs/algorithms.md, "Search quality".
 SHARP_QTRANSFORM = functools.partial(mctx.qtransform_completed_by_mix_value, value_scale=0.3)
@@ -336,6 +332,7 @@ def tsmcts_policy(
     gumbel_scale: chex.Numeric = 1.0,
     num_particles: Optional[int] = None,
     depth_per_iteration: Optional[int] = None,
+    reuse_successors: Optional[bool] = None,
     temperature: float = DEFAULT_TEMPERATURE,
     td_scale: str = "running",
     resample: str = "ess",
@@ -400,6 +397,14 @@ def tsmcts_policy(
     depth_per_iteration: the depth `T_SH` per iteration that a default width
       (`num_particles=None`) aims at; None: the variant's (see `variant`).
       Ignored when `num_particles` is given.
+    reuse_successors: whether each iteration after the first starts at the
+      `s2` samples its candidates drew in the iteration before instead of
+      taking the root step again. None: True for "smctx" without `max_depth`,
+      False for "paper" or with `max_depth` (True with `max_depth` is
+      refused: a reused sample puts particles one step below it). Under
+      deterministic dynamics it turns repeated evaluations into depth; with a
+      stochastic model a candidate keeps the few `s2` samples of its first
+      iteration (`docs/algorithms.md`, "Search quality", measures both).
     temperature: SMC temperature of the TD log-weights.
     td_scale: "running" (TD errors divided by their running RMS) or "none".
     resample: "ess", "always" or "never" (within each candidate's group).
@@ -416,12 +421,12 @@ def tsmcts_policy(
       iteration near 2, but deep enough that a candidate's particles can take
       distinct paths (`budget.distinct_path_depths`); later iterations start
       at the previous iteration's `s2` samples instead of taking the root
-      step again (unless `max_depth` is given); and a sharper policy target
+      step again (`reuse_successors`); and a sharper policy target
       (`target_qtransform=SHARP_QTRANSFORM`). "paper" is the paper's
       algorithm: depth near 3, every iteration from the root, the target of
       `qtransform`; the repro suite checks the paper's claims on it. An
-      explicit `num_particles`, `depth_per_iteration`, `qtransform` or
-      `target_qtransform` overrides either default.
+      explicit `num_particles`, `depth_per_iteration`, `reuse_successors`,
+      `qtransform` or `target_qtransform` overrides either default.
 
   Returns:
     `mctx.PolicyOutput(action [B] int32, action_weights [B, A] float32,
@@ -436,6 +441,14 @@ def tsmcts_policy(
   validation.check_choice("elimination", elimination, validation.ELIMINATIONS)
   validation.check_choice("variant", variant, validation.TSMCTS_VARIANTS)
   validation.check_positive_int("depth_per_iteration", depth_per_iteration, allow_none=True)
+  if reuse_successors is None:
+    reuse_successors = variant == "smctx" and max_depth is None
+  elif not isinstance(reuse_successors, bool):
+    raise ValueError(f"reuse_successors={reuse_successors!r} is not accepted; expected a bool "
+                     "or None.")
+  elif reuse_successors and max_depth is not None:
+    raise ValueError("reuse_successors=True is not accepted with max_depth: a reused s2 sample "
+                     "puts an iteration's particles one step deeper than its depth.")
   if depth_per_iteration is None:
     depth_per_iteration = (budget.TSMCTS_TARGET_DEPTH if variant == "smctx"
                            else budget.TSMCTS_PAPER_TARGET_DEPTH)
@@ -457,10 +470,7 @@ def tsmcts_policy(
       params=params, search_key=start.search_key, root=start.root, model=start.model,
       config=config,
       schedule=Schedule(layout.depths, layout.considered_per_iteration,
-                        # With max_depth, every iteration restarts at the root so that
-                        # no particle goes deeper than max_depth below it.
-                        reuse_successors=(variant == "smctx" and max_depth is None
-                                          and REUSE_SUCCESSORS)),
+                        reuse_successors=reuse_successors),
       qtransform=qtransform, num_particles=layout.num_particles, gumbel_scale=gumbel_scale,
       elimination=elimination,
       target_qtransform=target_qtransform,
