@@ -487,9 +487,11 @@ def tsmcts_policy(
       root_step=RootStep.zeros(batch_size, layout.num_particles, layout.num_considered,
                                ctx.num_second_labels),
       halving=HalvingState.start(considered, len(layout.depths)),
-      successors=ModelStep(reward=values.visits, discount=values.visits, value=values.visits,
-                           policy=particles.policy, embedding=particles.embedding,
-                           nonfinite=jnp.zeros((batch_size,), jnp.int32)))  # zeros
+      successors=ModelStep(reward=jnp.zeros_like(values.visits),
+                           discount=jnp.zeros_like(values.visits),
+                           value=jnp.zeros_like(values.visits), policy=particles.policy,
+                           embedding=particles.embedding,
+                           nonfinite=jnp.zeros((batch_size,), jnp.int32)))
   keys = engine.step_keys(start.search_key, layout.num_steps)
   body = functools.partial(search_step, ctx, keys, start.init_key)
   state, diagnostics = engine.run_steps(loop_fn, layout.num_steps, body, state, batch_size,
