@@ -225,12 +225,15 @@ def test_bad_depth_per_iteration_is_refused_naming_the_argument(value):
                         depth_per_iteration=value)
 
 
-def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
-  soft = mctx.qtransform_completed_by_mix_value
-  sharp = functools.partial(soft, value_scale=0.3)
+_SOFT = mctx.qtransform_completed_by_mix_value
+_SHARP = functools.partial(_SOFT, value_scale=0.3)
+
+
+def _transform_runs():
+  """`run(**kw)`: one jitted 16-simulation TSMCTS per configuration, and its weights."""
   outputs = {}
 
-  def run(**kw):  # one compilation per configuration
+  def run(**kw):
     name = tuple(sorted((k, id(v) if callable(v) else v) for k, v in kw.items()))
     if name not in outputs:
       outputs[name] = jax.jit(functools.partial(
@@ -238,7 +241,12 @@ def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
           num_particles=4, **kw))(None, jax.random.key(1), _root(4))
     return outputs[name]
 
-  weights = lambda **kw: np.asarray(run(**kw).action_weights)
+  return run, lambda **kw: np.asarray(run(**kw).action_weights)
+
+
+def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
+  soft, sharp = _SOFT, _SHARP
+  run, weights = _transform_runs()
   # smctx: mctx's transform decides, the sharper one makes the policy target.
   np.testing.assert_allclose(weights(), weights(qtransform=soft, target_qtransform=sharp),
                              atol=1e-6)
@@ -247,6 +255,12 @@ def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
   # Any explicit qtransform: the target follows it (as in mctx).
   np.testing.assert_allclose(weights(qtransform=soft), weights(target_qtransform=soft),
                              atol=1e-6)
+
+
+@pytest.mark.slow  # three more compilations, about 15 s on 2 cores
+def test_paper_variant_targets_with_its_decision_transform_unless_told_otherwise():
+  soft, sharp = _SOFT, _SHARP
+  _, weights = _transform_runs()
   # The paper's variant: mctx's transform for both, unless a target is given.
   np.testing.assert_allclose(weights(variant="paper"), weights(variant="paper", qtransform=soft),
                              atol=1e-6)

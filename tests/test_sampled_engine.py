@@ -74,6 +74,7 @@ def test_sampled_policy_with_all_actions_as_candidates_is_the_discrete_search(na
   np.testing.assert_array_equal(got.search_tree.extra_data.ess, want.search_tree.extra_data.ess)
 
 
+@pytest.mark.slow  # about 20 s on 2 cores
 def test_sampled_tsmcts_on_a_bandit_has_the_discrete_q_values():
   rewards = jnp.array([[0.1, 0.9, 0.4, -0.3], [0.5, -0.2, 0.0, 0.7]])
   m = rewards.shape[1]
