@@ -375,9 +375,11 @@ def test_tsmcts_two_step_tree_mixed_layout_combines_one_step_and_deeper_iteratio
 def test_tsmcts_two_step_tree_default_qtransform_at_both_levels(variant, value_scale):
   """The variants' default qtransforms at the root and at s2, everything by hand.
 
-  Both decide and greedify at s2 with mctx's completed-Q transform
-  (`value_scale` 0.1); the policy target uses `value_scale` 0.3 for smctx's
-  default and 0.1 for the paper's variant (below: 0.1 everywhere).
+  The paper's variant uses mctx's completed-Q transform (`value_scale` 0.1)
+  everywhere. smctx's default decides and greedifies at s2 with
+  `value_scale` 0.3 and a rescaling floor of the TD errors' RMS (all twelve:
+  `r1(a) + v2(a) − v0` for the six particles' root steps, `r2(a, b) − v2(a)`
+  for their second steps), and makes the target with 0.3 and no floor.
 
   `max_num_considered_actions=2`: m1 = 2 (the top-2 prior actions, gumbel 0),
   K = 1; N = 6 gives two groups of 3 particles and T_SH = 2, so inside each
@@ -396,9 +398,16 @@ def test_tsmcts_two_step_tree_default_qtransform_at_both_levels(variant, value_s
   expected_visits = np.zeros(3)
   expected_visits[candidates] = 6.0
   np.testing.assert_array_equal(visits, np.broadcast_to(expected_visits, (batch, 3)))
+  if variant == "smctx":
+    td_errors = [TREE_R1[candidates] + TREE_V2[candidates] - TREE_V0] * 3 + [
+        TREE_R2[candidates, b] - TREE_V2[candidates] for b in range(3)]
+    decide = dict(value_scale=0.3, epsilon=np.sqrt(np.mean(np.square(td_errors))))
+  else:
+    decide = dict(value_scale=0.1)
   v_s2 = np.zeros(3)
   for a in range(3):
-    sigma2, _ = np_completed_by_mix_value(TREE_R2[a], np.ones(3), TREE_LOGITS2[a], TREE_V2[a])
+    sigma2, _ = np_completed_by_mix_value(TREE_R2[a], np.ones(3), TREE_LOGITS2[a], TREE_V2[a],
+                                          **decide)
     v_s2[a] = np.sum(np_softmax(TREE_LOGITS2[a] + sigma2) * TREE_R2[a])
   expected_q = np.where(expected_visits > 0, TREE_R1 + v_s2, 0.0)
   np.testing.assert_allclose(q, np.broadcast_to(expected_q, (batch, 3)), rtol=0, atol=1e-5)
@@ -407,8 +416,9 @@ def test_tsmcts_two_step_tree_default_qtransform_at_both_levels(variant, value_s
   expected_w = np_softmax(TREE_LOGITS0 + target_sigma)
   np.testing.assert_allclose(np.asarray(out.action_weights),
                              np.broadcast_to(expected_w, (batch, 3)), rtol=0, atol=1e-5)
-  # The action comes from the search's own transform (0.1), the search value is the target's.
-  sigma, _ = np_completed_by_mix_value(expected_q, expected_visits, TREE_LOGITS0, TREE_V0)
+  # The action comes from the search's own transform, the search value is the target's.
+  sigma, _ = np_completed_by_mix_value(expected_q, expected_visits, TREE_LOGITS0, TREE_V0,
+                                       **decide)
   expected_action = candidates[np.argmax((TREE_LOGITS0 + sigma)[candidates])]
   np.testing.assert_array_equal(np.asarray(out.action), np.full(batch, expected_action))
   expected_value = np.sum(expected_w * completed)
