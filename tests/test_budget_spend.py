@@ -95,7 +95,7 @@ def test_tsmcts_default_layouts_spend_the_budget(max_depth):
       if max_depth is None and num_simulations >= 8 * num_actions:
         paths = [num_actions ** (t - 1) for t in layout.depths]
         group = [-(-n // m) for m in layout.considered_per_iteration]
-        if any(p < g for p, g in zip(paths, group)):
+        if any(p < g for p, g in zip(paths, group, strict=True)):
           repeats.add((num_simulations, num_actions))
   if max_depth is None:
     assert len(repeats) <= 24 and max(s for s, _ in repeats) < 300, sorted(repeats)

@@ -117,7 +117,8 @@ class Schedule:
     return tuple(
         (root and not self.is_one_step[k]) or (last and self.reuse_successors
                                                and k < last_iteration)
-        for k, root, last in zip(self.iteration_of_step, self.is_root_step, self.is_last_step))
+        for k, root, last in zip(self.iteration_of_step, self.is_root_step, self.is_last_step,
+                                 strict=True))
 
   @property
   def survivors(self) -> tuple[int, ...]:
@@ -193,7 +194,8 @@ def root_step(ctx: Context, state: SearchState, step: ModelStep, rng_keys: chex.
   return state.replace(root_step=record, successors=step), diagnostics
 
 
-def reroot(ctx: Context, state: SearchState, rng_keys: chex.Array) -> tuple[SearchState, chex.Array]:
+def reroot(ctx: Context, state: SearchState,
+           rng_keys: chex.Array) -> tuple[SearchState, chex.Array]:
   """The particles, at the root, move to their `s2` samples `state.successors` (aligned with
   them) and start an SMCTS there; the samples are kept in the record's order. Also returns
   the distinct second actions per group `[B]`."""
@@ -387,7 +389,8 @@ def tsmcts_policy(
       successor states; also for `action_weights` unless `target_qtransform`
       is given. Its tree's `extra_data` is a `SearchNoise` (the TD-error RMS
       the search has seen), which mctx's transforms ignore. None: the
-      variant's: `smctx.qtransform_completed_with_noise_floor` for "smctx", mctx's `qtransform_completed_by_mix_value` for "paper".
+      variant's: `smctx.qtransform_completed_with_noise_floor` for "smctx",
+      mctx's `qtransform_completed_by_mix_value` for "paper".
     target_qtransform: the qtransform of the policy target `action_weights`
       only. None: `qtransform` if one was passed, else the variant's default:
       `SHARP_QTRANSFORM` (mctx's transform with `value_scale=0.3`, three times
