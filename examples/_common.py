@@ -55,7 +55,7 @@ _POLICIES = {
     "smc": smctx.smc_policy,
     "smcts": smctx.smcts_policy,
     "tsmcts": smctx.tsmcts_policy,
-    # The paper's variant (mctx's default transform, depth near 3): `tsmcts_policy(variant="paper")`.
+    # The paper's variant (mctx's transform, depth near 3): `tsmcts_policy(variant="paper")`.
     "tsmcts_paper": functools.partial(smctx.tsmcts_policy, variant="paper"),
 }
 
