@@ -22,6 +22,7 @@ problem sizes are fixed.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -528,3 +529,17 @@ def test_malformed_model_or_root_is_refused_at_trace_time(change, message):
     jax.eval_shape(lambda key: smctx.sampled_tsmcts_policy(
         lqr_params(), key, root, lqr_recurrent_fn, 16, action_sampler=sampler),
         jax.random.key(0))
+
+
+@pytest.mark.parametrize("name", ["smc", "smcts", "tsmcts"])
+def test_sampled_policy_signature_lists_the_discrete_policys_keywords(name):
+  sampled = inspect.signature(getattr(smctx, f"sampled_{name}_policy")).parameters
+  discrete = inspect.signature(getattr(smctx, f"{name}_policy")).parameters
+  assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sampled.values())
+  keywords = [k for k, p in discrete.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+  assert keywords and all(sampled[k].default == discrete[k].default for k in keywords)
+  assert sampled["action_sampler"].default is None
+
+
+def test_models_and_tabular_are_reachable_from_the_package():
+  assert smctx.models.pgx_model is not None and smctx.tabular is not None

@@ -30,6 +30,8 @@ from smctx._src.greedification import SearchNoise
 from smctx._src.greedification import qtransform_completed_with_noise_floor
 from smctx._src.tsmcts import SHARP_QTRANSFORM
 from smctx._src.tsmcts import tsmcts_policy
+from smctx import models
+from smctx import tabular
 
 __all__ = [
     "Layout",
@@ -40,12 +42,14 @@ __all__ = [
     "SearchDiagnostics",
     "SearchNoise",
     "checked",
+    "models",
     "qtransform_completed_with_noise_floor",
     "sampled_smc_policy",
     "sampled_smcts_policy",
     "sampled_tsmcts_policy",
     "smc_policy",
     "smcts_policy",
+    "tabular",
     "tsmcts_policy",
 ]
 

@@ -16,6 +16,7 @@ model (`actions.SampledActions`): one engine, no copied loop.
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Optional
 
 import chex
@@ -52,8 +53,8 @@ _ARGS_DOC = """
       one next action per particle (independently for copies made by
       resampling); None when the model's `policy` output already is the next
       action (copies of a resampled particle then share it).
-    **kwargs: the keyword arguments of the discrete policy ({name}), with
-      "actions" read as "candidates".
+    The other keywords are the discrete policy's ({name}), with "actions"
+      read as "candidates".
 
   Returns:
     `smctx.SampledPolicyOutput(action [B] int32 candidate index,
@@ -101,6 +102,12 @@ def _sampled_policy(policy: Callable[..., mctx.PolicyOutput], name: str, summary
                 max_depth, loop_fn, action_sampler, kwargs)
 
   sampled_policy.__name__ = sampled_policy.__qualname__ = name
+  # The signature shows the discrete policy's keywords instead of `**kwargs`.
+  own = inspect.signature(sampled_policy).parameters.values()
+  keywords = [p for p in inspect.signature(policy).parameters.values()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY]
+  sampled_policy.__signature__ = inspect.signature(sampled_policy).replace(
+      parameters=[p for p in own if p.kind is not inspect.Parameter.VAR_KEYWORD] + keywords)
   sampled_policy.__doc__ = summary + _ARGS_DOC.format(name=f"`smctx.{policy.__name__}`")
   return sampled_policy
 
