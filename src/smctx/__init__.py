@@ -16,6 +16,7 @@ returning `smctx.SampledRecurrentFnOutput`, on the same particle engine.
 """
 
 from smctx._src.base import Layout
+from smctx._src.budget import search_layout
 from smctx._src.base import SampledPolicyOutput
 from smctx._src.base import SampledRecurrentFnOutput
 from smctx._src.base import SampledRootFnOutput
@@ -47,6 +48,7 @@ __all__ = [
     "sampled_smc_policy",
     "sampled_smcts_policy",
     "sampled_tsmcts_policy",
+    "search_layout",
     "smc_policy",
     "smcts_policy",
     "tabular",

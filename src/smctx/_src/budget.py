@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+from smctx._src import validation
 from smctx._src.base import Layout
 
 # Measured defaults (docs/algorithms.md, "Width and depth").
@@ -224,3 +225,49 @@ def _distinct_path_width(budget: int, width: int, min_width: int, max_considered
     if w * sum(least) <= budget and 100 * evaluations >= MIN_SPEND_PERCENT * budget:
       return w
   return width
+
+
+_POLICY_NAMES = {"smc": "smc", "smcts": "smcts", "tsmcts": "tsmcts", "smc_policy": "smc",
+                 "smcts_policy": "smcts", "tsmcts_policy": "tsmcts", "sampled_smc_policy": "smc",
+                 "sampled_smcts_policy": "smcts", "sampled_tsmcts_policy": "tsmcts"}
+
+
+def search_layout(policy, num_simulations: int, num_actions: int, *,
+                  num_particles: int | None = None, max_depth: int | None = None,
+                  max_num_considered_actions: int = 16, depth_per_iteration: int | None = None,
+                  variant: str = "smctx") -> Layout:
+  """The width and depth a search will use, without running it.
+
+  Args:
+    policy: "smc", "smcts", "tsmcts" or one of smctx's policy functions
+      (sampled ones included; `num_actions` is then the number of candidates).
+    num_simulations, num_actions: the budget and the root's number of actions.
+    num_particles, max_depth, max_num_considered_actions: as passed to the
+      policy (the last one is used by TSMCTS only).
+    depth_per_iteration, variant: as passed to `tsmcts_policy` (ignored for
+      SMC and SMCTS).
+
+  Returns:
+    `smctx.Layout`: `num_particles` (width `N`), `num_considered` (`m1`),
+    `considered_per_iteration` and `depths` (sequential steps per Sequential
+    Halving iteration, or `(T,)`); `num_steps` is the number of sequential
+    `recurrent_fn` calls, `num_evaluations` the evaluations per root.
+  """
+  name = _POLICY_NAMES.get(policy if isinstance(policy, str) else getattr(policy, "__name__", ""))
+  if name is None:
+    raise ValueError(f"policy={policy!r} is not accepted; expected 'smc', 'smcts', 'tsmcts' or "
+                     "an smctx policy function.")
+  validation.check_positive_int("num_simulations", num_simulations)
+  validation.check_positive_int("num_actions", num_actions)
+  validation.check_positive_int("num_particles", num_particles, allow_none=True)
+  validation.check_positive_int("max_depth", max_depth, allow_none=True)
+  validation.check_positive_int("max_num_considered_actions", max_num_considered_actions)
+  validation.check_positive_int("depth_per_iteration", depth_per_iteration, allow_none=True)
+  validation.check_choice("variant", variant, validation.TSMCTS_VARIANTS)
+  if name != "tsmcts":
+    return smc_layout(num_simulations, num_actions, num_particles, max_depth,
+                      assign_without_replacement=name == "smcts")
+  if depth_per_iteration is None:
+    depth_per_iteration = TSMCTS_TARGET_DEPTH if variant == "smctx" else TSMCTS_PAPER_TARGET_DEPTH
+  return tsmcts_layout(num_simulations, num_actions, num_particles, max_num_considered_actions,
+                       max_depth, depth_per_iteration, distinct_paths=variant == "smctx")

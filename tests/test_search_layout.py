@@ -1,0 +1,63 @@
+"""`smctx.search_layout`: the layout a search will use, from a public function.
+
+Checked against layouts worked out by hand (the budget rules of `budget.py`)
+and against what a search actually ran (its diagnostics).
+"""
+
+import jax
+import jax.numpy as jnp
+import mctx
+import numpy as np
+import pytest
+
+import smctx
+
+
+@pytest.mark.parametrize("policy,kw,want", [
+    # 16 simulations, 4 actions: 4 candidates, halved once, two steps each (distinct paths).
+    ("tsmcts", {}, smctx.Layout(4, 4, (4, 2), (2, 2))),
+    # The same budget for the paper's variant: width 8, one step per iteration (16 = 8·2).
+    ("tsmcts", dict(variant="paper"), smctx.Layout(8, 4, (4, 2), (1, 1))),
+    # An explicit width: 16 simulations over 4 particles in two iterations.
+    (smctx.tsmcts_policy, dict(num_particles=4), smctx.Layout(4, 4, (4, 2), (2, 2))),
+    # SMC with 2 particles: 8 sequential steps.
+    ("smc", dict(num_particles=2), smctx.Layout(2, 0, (0,), (8,))),
+    (smctx.sampled_smcts_policy, dict(num_particles=4), smctx.Layout(4, 4, (4,), (4,))),
+])
+def test_search_layout_by_hand(policy, kw, want):
+  assert smctx.search_layout(policy, 16, 4, **kw) == want
+
+
+@pytest.mark.parametrize("name", ["smc", "smcts", "tsmcts"])
+def test_search_layout_is_what_the_search_runs(name):
+  batch, num_actions, num_simulations = 2, 5, 40
+  root = mctx.RootFnOutput(prior_logits=jnp.zeros((batch, num_actions)),
+                           value=jnp.zeros((batch,)), embedding=jnp.zeros((batch,)))
+
+  def recurrent_fn(params, key, action, embedding):
+    out = mctx.RecurrentFnOutput(reward=jnp.zeros_like(embedding),
+                                 discount=jnp.ones_like(embedding),
+                                 prior_logits=jnp.zeros((batch, num_actions)),
+                                 value=jnp.zeros_like(embedding))
+    return out, embedding
+
+  policy = getattr(smctx, f"{name}_policy")
+  out = jax.jit(lambda key: policy(None, key, root, recurrent_fn, num_simulations))(
+      jax.random.key(0))
+  layout = smctx.search_layout(policy, num_simulations, num_actions)
+  diag = out.search_tree.extra_data
+  np.testing.assert_array_equal(diag.depth, np.broadcast_to(layout.depths, diag.depth.shape))
+  np.testing.assert_array_equal(diag.num_particles, layout.num_particles)
+  np.testing.assert_array_equal(diag.num_evaluations, layout.num_evaluations)
+
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(policy="mcts"), "policy"), (dict(num_simulations=0), "num_simulations"),
+    (dict(num_actions=2.5), "num_actions"), (dict(variant="fast"), "variant"),
+    (dict(depth_per_iteration=0), "depth_per_iteration")])
+def test_search_layout_refuses_bad_arguments_naming_them(kw, name):
+  args = dict(policy="tsmcts", num_simulations=16, num_actions=4)
+  args.update(kw)
+  with pytest.raises(ValueError, match=name):
+    smctx.search_layout(args.pop("policy"), args.pop("num_simulations"), args.pop("num_actions"),
+                        **args)
