@@ -2,7 +2,7 @@
 
 Problems are those of `benchmarks/claims.py` (same sizes as `--quick`, except that
 the regret checks use 4 MDPs where the quick benchmark uses 2); the numbers in
-the README's "Reproducing the paper" section come from these runs. Claims that
+`docs/reproducing.md` come from these runs. Claims that
 did not reproduce are kept as recorded measurements whose assertions check
 only what is true and able to fail (e.g. every variant improves on the prior).
 """
@@ -103,7 +103,7 @@ def test_claim3b_equal_budget_regret_tsmcts_beats_smc_and_comparison_with_gumbel
     smc = _by(rows, algorithm="smc", budget=budget)[0]
     gumbel = _by(rows, algorithm="gumbel_muzero", budget=budget)[0]
     assert tsmcts["action_regret"] < smc["action_regret"], (budget, tsmcts, smc)
-    # Recorded, not asserted: TSMCTS vs Gumbel MuZero (see README, "Reproducing the paper").
+    # Recorded, not asserted: TSMCTS vs Gumbel MuZero (see docs/reproducing.md).
     print(f"   budget {budget}: tsmcts/gumbel action regret "
           f"{tsmcts['action_regret'] / gumbel['action_regret']:.2f}, target regret "
           f"{tsmcts['target_regret'] / gumbel['target_regret']:.2f}")

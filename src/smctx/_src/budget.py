@@ -23,6 +23,7 @@ All of this is static Python arithmetic done at trace time
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 from smctx._src import validation
 from smctx._src.base import Layout
@@ -232,7 +233,7 @@ _POLICY_NAMES = {"smc": "smc", "smcts": "smcts", "tsmcts": "tsmcts", "smc_policy
                  "sampled_smcts_policy": "smcts", "sampled_tsmcts_policy": "tsmcts"}
 
 
-def search_layout(policy, num_simulations: int, num_actions: int, *,
+def search_layout(policy: str | Callable, num_simulations: int, num_actions: int, *,
                   num_particles: int | None = None, max_depth: int | None = None,
                   max_num_considered_actions: int = 16, depth_per_iteration: int | None = None,
                   variant: str = "smctx") -> Layout:
@@ -241,11 +242,13 @@ def search_layout(policy, num_simulations: int, num_actions: int, *,
   Args:
     policy: "smc", "smcts", "tsmcts" or one of smctx's policy functions
       (sampled ones included; `num_actions` is then the number of candidates).
-    num_simulations, num_actions: the budget and the root's number of actions.
-    num_particles, max_depth, max_num_considered_actions: as passed to the
-      policy (the last one is used by TSMCTS only).
-    depth_per_iteration, variant: as passed to `tsmcts_policy` (ignored for
-      SMC and SMCTS).
+    num_simulations: the budget, model evaluations per root.
+    num_actions: the root's number of actions.
+    num_particles: as passed to the policy (None: chosen from the budget).
+    max_depth: as passed to the policy.
+    max_num_considered_actions: as passed to the policy (TSMCTS only).
+    depth_per_iteration: as passed to `tsmcts_policy` (TSMCTS only).
+    variant: as passed to `tsmcts_policy` (TSMCTS only).
 
   Returns:
     `smctx.Layout`: `num_particles` (width `N`), `num_considered` (`m1`),

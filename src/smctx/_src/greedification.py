@@ -88,8 +88,10 @@ def qtransform_completed_with_noise_floor(
   Args:
     tree: unbatched `mctx.Tree`.
     node_index: scalar index of the parent node.
-    value_scale, maxvisit_init, use_mixed_value: as in mctx's transform.
+    value_scale: scale of the rescaled `Q̃`, as in mctx's transform (mctx: 0.1).
     noise_floor: the floor of the rescaling, in units of `td_rms`.
+    maxvisit_init: as in mctx's transform.
+    use_mixed_value: as in mctx's transform.
 
   Returns:
     `σ(Q̃)`, shape `[num_actions]`.
