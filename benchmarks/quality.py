@@ -125,7 +125,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "tsmcts_greedy": ("tsmcts", dict(gumbel_scale=0.0)),
     # Gumbel MuZero with TSMCTS's default transform (value_scale 0.3): an equal-transform check.
     "gumbel_muzero_sharp": ("gumbel_muzero", dict(value_scale=0.3)),
-    # TSMCTS deciding with mctx's transform (the default before the noise floor).
+    # TSMCTS deciding with mctx's transform (the default before sharp decisions).
     "tsmcts_mctx_decisions": ("tsmcts", dict(qtransform=mctx.qtransform_completed_by_mix_value,
                                              target_qtransform=smctx.SHARP_QTRANSFORM)),
     "smcts_greedy": ("smcts", dict(gumbel_scale=0.0)),
@@ -199,13 +199,9 @@ QTRANSFORM_KEYS = ("value_scale", "maxvisit_init", "rescale_values", "use_mixed_
 
 
 def _with_qtransform(kwargs: dict) -> dict:
-  """`value_scale=...` and the other keywords of mctx's completed-Q transform become a
-  `qtransform`; with `noise_floor=...`, smctx's noise-floor transform."""
-  options = {k: kwargs.pop(k) for k in QTRANSFORM_KEYS + ("noise_floor",) if k in kwargs}
-  if "noise_floor" in options:
-    kwargs["qtransform"] = functools.partial(smctx.qtransform_completed_with_noise_floor,
-                                             **options)
-  elif options:
+  """`value_scale=...` and the other keywords of mctx's completed-Q transform: a `qtransform`."""
+  options = {k: kwargs.pop(k) for k in QTRANSFORM_KEYS if k in kwargs}
+  if options:
     kwargs["qtransform"] = functools.partial(mctx.qtransform_completed_by_mix_value, **options)
   return kwargs
 

@@ -376,10 +376,7 @@ def test_tsmcts_two_step_tree_default_qtransform_at_both_levels(variant, value_s
   """The variants' default qtransforms at the root and at s2, everything by hand.
 
   The paper's variant uses mctx's completed-Q transform (`value_scale` 0.1)
-  everywhere. smctx's default decides and greedifies at s2 with
-  `value_scale` 0.3 and a rescaling floor of the TD errors' RMS (all twelve:
-  `r1(a) + v2(a) − v0` for the six particles' root steps, `r2(a, b) − v2(a)`
-  for their second steps), and makes the target with 0.3 and no floor.
+  everywhere, smctx's default the same transform with `value_scale` 0.3.
 
   `max_num_considered_actions=2`: m1 = 2 (the top-2 prior actions, gumbel 0),
   K = 1; N = 6 gives two groups of 3 particles and T_SH = 2, so inside each
@@ -398,12 +395,7 @@ def test_tsmcts_two_step_tree_default_qtransform_at_both_levels(variant, value_s
   expected_visits = np.zeros(3)
   expected_visits[candidates] = 6.0
   np.testing.assert_array_equal(visits, np.broadcast_to(expected_visits, (batch, 3)))
-  if variant == "smctx":
-    td_errors = [TREE_R1[candidates] + TREE_V2[candidates] - TREE_V0] * 3 + [
-        TREE_R2[candidates, b] - TREE_V2[candidates] for b in range(3)]
-    decide = dict(value_scale=0.3, epsilon=np.sqrt(np.mean(np.square(td_errors))))
-  else:
-    decide = dict(value_scale=0.1)
+  decide = dict(value_scale=value_scale)
   v_s2 = np.zeros(3)
   for a in range(3):
     sigma2, _ = np_completed_by_mix_value(TREE_R2[a], np.ones(3), TREE_LOGITS2[a], TREE_V2[a],

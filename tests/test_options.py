@@ -247,16 +247,15 @@ def _transform_runs():
 def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
   soft, sharp = _SOFT, _SHARP
   run, weights = _transform_runs()
-  floored = smctx.qtransform_completed_with_noise_floor
-  # smctx: the noise-floor transform decides, the sharper one makes the policy target.
-  np.testing.assert_allclose(weights(), weights(qtransform=floored, target_qtransform=sharp),
+  # smctx: the sharper transform decides and makes the policy target.
+  np.testing.assert_allclose(weights(), weights(qtransform=sharp, target_qtransform=sharp),
                              atol=1e-6)
   np.testing.assert_array_equal(run().action, run(target_qtransform=soft).action)
   assert not np.allclose(weights(), weights(target_qtransform=soft), atol=1e-3)
   # Any explicit qtransform: the target follows it (as in mctx).
   np.testing.assert_allclose(weights(qtransform=soft),
                              weights(qtransform=soft, target_qtransform=soft), atol=1e-6)
-  assert not np.allclose(weights(qtransform=soft), weights(target_qtransform=soft), atol=1e-3)
+  np.testing.assert_allclose(weights(qtransform=sharp), weights(), atol=1e-6)
 
 
 @pytest.mark.slow  # three more compilations, about 15 s on 2 cores

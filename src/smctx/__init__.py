@@ -27,8 +27,6 @@ from smctx._src.sampled import sampled_smc_policy
 from smctx._src.sampled import sampled_smcts_policy
 from smctx._src.sampled import sampled_tsmcts_policy
 from smctx._src.smcts import smcts_policy
-from smctx._src.greedification import SearchNoise
-from smctx._src.greedification import qtransform_completed_with_noise_floor
 from smctx._src.tsmcts import SHARP_QTRANSFORM
 from smctx._src.tsmcts import tsmcts_policy
 from smctx import models
@@ -41,10 +39,8 @@ __all__ = [
     "SampledRecurrentFnOutput",
     "SampledRootFnOutput",
     "SearchDiagnostics",
-    "SearchNoise",
     "checked",
     "models",
-    "qtransform_completed_with_noise_floor",
     "sampled_smc_policy",
     "sampled_smcts_policy",
     "sampled_tsmcts_policy",

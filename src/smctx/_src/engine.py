@@ -71,15 +71,6 @@ class TDScale:
     z = jnp.zeros((batch_size,), jnp.float32)
     return cls(sum_sq=z, count=z)
 
-  def add(self, delta: chex.Array, alive: chex.Array) -> "TDScale":
-    """With the TD errors `delta [B, N]` of the `alive` particles added."""
-    return TDScale(sum_sq=self.sum_sq + jnp.sum(jnp.where(alive, delta**2, 0.0), axis=-1),
-                   count=self.count + jnp.sum(alive, axis=-1))
-
-  @property
-  def rms(self) -> chex.Array:
-    return jnp.sqrt(self.sum_sq / jnp.maximum(self.count, 1.0))
-
 
 @chex.dataclass(frozen=True)
 class StepDiagnostics:

@@ -59,49 +59,6 @@ class Greedified:
   tree: mctx.Tree
 
 
-@chex.dataclass(frozen=True)
-class SearchNoise:
-  """What TSMCTS puts in a root summary tree's `extra_data` for its qtransform.
-
-  td_rms: root-mean-square of every TD error `r + γV(s') − V(s)` the search has
-    met so far at this root (one scalar per unbatched tree).
-  """
-  td_rms: chex.Array
-
-
-def qtransform_completed_with_noise_floor(
-    tree: mctx.Tree, node_index: chex.Numeric, *, value_scale: chex.Numeric = 0.3,
-    noise_floor: chex.Numeric = 1.0, maxvisit_init: chex.Numeric = 50.0,
-    use_mixed_value: bool = True) -> chex.Array:
-  """mctx's completed-Q transform, rescaled by no less than the search's TD-error scale.
-
-  Beyond the paper. `mctx.qtransform_completed_by_mix_value` divides the
-  completed `Q̃` by `max(max Q̃ − min Q̃, ε)` with a tiny `ε`, which stretches
-  any spread, even one the size of the model's own errors, to `[0, 1]`. Here
-  `ε = noise_floor·td_rms`: a spread of `Q̃` below the TD-error RMS the search
-  has seen counts in proportion to its size, one above it counts fully, with
-  `value_scale` three times mctx's (`docs/algorithms.md`, "Noise floor").
-  `td_rms` comes from `tree.extra_data` (`SearchNoise`, set by
-  `tsmcts_policy`); without it (any other tree) the floor is 0 and this is
-  mctx's transform with `value_scale`.
-
-  Args:
-    tree: unbatched `mctx.Tree`.
-    node_index: scalar index of the parent node.
-    value_scale: scale of the rescaled `Q̃`, as in mctx's transform (mctx: 0.1).
-    noise_floor: the floor of the rescaling, in units of `td_rms`.
-    maxvisit_init: as in mctx's transform.
-    use_mixed_value: as in mctx's transform.
-
-  Returns:
-    `σ(Q̃)`, shape `[num_actions]`.
-  """
-  noise = getattr(tree.extra_data, "td_rms", 0.0)
-  return mctx.qtransform_completed_by_mix_value(
-      tree, node_index, value_scale=value_scale, maxvisit_init=maxvisit_init,
-      use_mixed_value=use_mixed_value, epsilon=jnp.maximum(noise_floor * noise, 1e-8))
-
-
 def greedify(*, prior_logits: chex.Array, raw_value: chex.Array, qvalues: chex.Array,
              visits: chex.Array, qtransform: mctx.QTransform,
              invalid_actions: chex.Array | None = None, extra_data: Any = None) -> Greedified:

@@ -53,8 +53,9 @@ from smctx._src.rerooting import RootStep
 from smctx._src.sequential_halving import HalvingState
 
 
-# smctx's default transform of the policy target: mctx's completed-Q transform, three times as
-# sharp (`value_scale` 0.3 instead of 0.1); docs/algorithms.md, "Search quality".
+# smctx's default transform of the search's decisions and of the policy target: mctx's completed-Q
+# transform, three times as sharp (`value_scale` 0.3 instead of 0.1); docs/algorithms.md,
+# "Search quality".
 SHARP_QTRANSFORM = functools.partial(mctx.qtransform_completed_by_mix_value, value_scale=0.3)
 
 
@@ -74,7 +75,6 @@ class SearchState:
   root_step: RootStep
   halving: HalvingState
   successors: ModelStep
-  noise: engine.TDScale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,20 +146,18 @@ class Context:
   def num_considered(self) -> int:
     return self.config.num_groups
 
-  def greedify_root(self, halving: HalvingState, noise: engine.TDScale,
+  def greedify_root(self, halving: HalvingState,
                     qtransform: Optional[mctx.QTransform] = None) -> greedification.Greedified:
     """`I(π_θ, Q_SH)` at the root (with the search's transform unless another is given)."""
     return greedification.greedify(
         prior_logits=self.root.prior_logits, raw_value=self.root.value,
         qvalues=halving.qvalues, visits=halving.visits,
         qtransform=self.qtransform if qtransform is None else qtransform,
-        invalid_actions=self.root.invalid_actions,
-        extra_data=greedification.SearchNoise(td_rms=noise.rms))
+        invalid_actions=self.root.invalid_actions)
 
-  def score(self, halving: HalvingState, noise: engine.TDScale) -> chex.Array:
+  def score(self, halving: HalvingState) -> chex.Array:
     """Sequential Halving's ranking score `g + logits + σ(Q̃_SH)`, `[B, A]`."""
-    return (self.root.gumbel + self.root.prior_logits
-            + self.greedify_root(halving, noise).transformed)
+    return self.root.gumbel + self.root.prior_logits + self.greedify_root(halving).transformed
 
 
 def start_iteration(ctx: Context, score: chex.Array,
@@ -250,11 +248,9 @@ def second_greedification(ctx: Context, state: SearchState) -> chex.Array:
   qvalues2 = spread(jnp.where(values.visits > 0, values.qvalues, 0.0))
   batch_size, num_groups = record.pooled_value.shape
   flat = lambda x: x.reshape((batch_size * num_groups,) + x.shape[2:])
-  noise = greedification.SearchNoise(
-      td_rms=jnp.repeat(state.noise.rms, num_groups, total_repeat_length=batch_size * num_groups))
   inner = greedification.greedify(
       prior_logits=flat(record.pooled_logits), raw_value=flat(record.pooled_value),
-      qvalues=flat(qvalues2), visits=flat(visits2), qtransform=ctx.qtransform, extra_data=noise)
+      qvalues=flat(qvalues2), visits=flat(visits2), qtransform=ctx.qtransform)
   return inner.value.reshape(batch_size, num_groups)
 
 
@@ -271,7 +267,7 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
       ctx.root.prior_logits.shape[-1])
   depth = jnp.asarray(ctx.schedule.depths, jnp.float32)[iteration]
   halving = sequential_halving.record_iteration(state.halving, q_iter, count, depth, iteration)
-  score = ctx.score(halving, state.noise)
+  score = ctx.score(halving)
   if ctx.elimination == "random":
     keep_score = jax.random.uniform(jax.random.fold_in(elimination_key, iteration), score.shape)
   else:
@@ -296,9 +292,6 @@ def search_step(ctx: Context, keys: chex.Array, elimination_key: chex.PRNGKey, i
   particles = state.particles
   step = particles_lib.mutate(ctx.params, keys[i, 0], ctx.model, particles.action,
                               particles.embedding)
-  state = state.replace(noise=state.noise.add(
-      particles_lib.td_log_weight_increment(particles, step, 1.0),
-      particles.discount_product != 0))
   as_branch = lambda fn: lambda: engine.match_varying(
       fn(ctx, state, step, keys[i, 1:], i), state, step)
   state, diagnostics = jax.lax.cond(jnp.asarray(ctx.schedule.is_root_step)[i],
@@ -387,14 +380,10 @@ def tsmcts_policy(
       (Gumbel-top candidates are halved and the action chosen by
       `g + logits + σ(Q̃_SH)`) and for the second greedification at the
       successor states; also for `action_weights` unless `target_qtransform`
-      is given. Its tree's `extra_data` is a `SearchNoise` (the TD-error RMS
-      the search has seen), which mctx's transforms ignore. None: the
-      variant's: `smctx.qtransform_completed_with_noise_floor` for "smctx",
-      mctx's `qtransform_completed_by_mix_value` for "paper".
+      is given. None: the variant's: `SHARP_QTRANSFORM` for "smctx", mctx's
+      `qtransform_completed_by_mix_value` for "paper".
     target_qtransform: the qtransform of the policy target `action_weights`
-      only. None: `qtransform` if one was passed, else the variant's default:
-      `SHARP_QTRANSFORM` (mctx's transform with `value_scale=0.3`, three times
-      as sharp) for "smctx", `qtransform` for "paper".
+      only. None: the same as `qtransform`.
     max_num_considered_actions: most root candidates `m1` (also at most the
       number of actions and `N`).
     gumbel_scale: scale of the Gumbel noise of the root candidates, of the
@@ -429,16 +418,14 @@ def tsmcts_policy(
       all candidates ever evaluated (an ablation of Sequential Halving's budget
       allocation: same budget, same estimates, no selection).
     variant: "smctx" (default) or "paper"; measured in `docs/algorithms.md`
-      ("Search quality"). "smctx" goes beyond the paper in four ways: a
+      ("Search quality"). "smctx" goes beyond the paper in three ways: a
       depth per iteration near 2, but deep enough that a candidate's
       particles can take distinct paths (`budget.distinct_path_depths`);
       later iterations start at the previous iteration's `s2` samples instead
-      of taking the root step again (`reuse_successors`); decisions by a
-      sharper transform with a noise floor
-      (`qtransform_completed_with_noise_floor`); and a
-      sharper policy target (`target_qtransform=SHARP_QTRANSFORM`). "paper"
-      is the paper's algorithm: mctx's transform, depth near 3, every
-      iteration from the root, the target of `qtransform`; the repro suite
+      of taking the root step again (`reuse_successors`); and a sharper
+      transform for the decisions and the target (`SHARP_QTRANSFORM`, mctx's
+      with `value_scale=0.3`). "paper" is the paper's algorithm: mctx's
+      transform, depth near 3, every iteration from the root; the repro suite
       checks the paper's claims on it. An
       explicit `num_particles`, `depth_per_iteration`, `reuse_successors`,
       `qtransform` or `target_qtransform` overrides either default.
@@ -467,12 +454,10 @@ def tsmcts_policy(
   if depth_per_iteration is None:
     depth_per_iteration = (budget.TSMCTS_TARGET_DEPTH if variant == "smctx"
                            else budget.TSMCTS_PAPER_TARGET_DEPTH)
-  # The target follows an explicit `qtransform` (as in mctx); else the variant's default.
-  if qtransform is None and variant == "smctx":
-    target_qtransform = target_qtransform or SHARP_QTRANSFORM
-    # As sharp, but a spread of `Q̃` below the search's TD errors counts in proportion.
-    qtransform = greedification.qtransform_completed_with_noise_floor
-  qtransform = qtransform or mctx.qtransform_completed_by_mix_value
+  # The variant's transform unless one is given; the target follows it (as in mctx).
+  if qtransform is None:
+    qtransform = (SHARP_QTRANSFORM if variant == "smctx"
+                  else mctx.qtransform_completed_by_mix_value)
   target_qtransform = target_qtransform or qtransform
   options = start_lib.SearchOptions(
       num_simulations, num_particles, max_depth, gumbel_scale, max_num_considered_actions,
@@ -508,19 +493,18 @@ def tsmcts_policy(
                            discount=jnp.zeros_like(values.visits),
                            value=jnp.zeros_like(values.visits), policy=particles.policy,
                            embedding=particles.embedding,
-                           nonfinite=jnp.zeros((batch_size,), jnp.int32)),
-      noise=engine.TDScale.zeros(batch_size))
+                           nonfinite=jnp.zeros((batch_size,), jnp.int32)))
   keys = engine.step_keys(start.search_key, layout.num_steps)
   body = functools.partial(search_step, ctx, keys, start.init_key)
   state, diagnostics = engine.run_steps(loop_fn, layout.num_steps, body, state, batch_size,
                                         reference=(params, start.search_key))
-  return _policy_output(ctx, state.halving, state.noise, diagnostics, layout)
+  return _policy_output(ctx, state.halving, diagnostics, layout)
 
 
-def _policy_output(ctx: Context, halving: HalvingState, noise: engine.TDScale,
-                   diagnostics: engine.StepDiagnostics, layout: Layout) -> mctx.PolicyOutput:
+def _policy_output(ctx: Context, halving: HalvingState, diagnostics: engine.StepDiagnostics,
+                   layout: Layout) -> mctx.PolicyOutput:
   """The Sequential Halving winner, `I(π_θ, Q_SH)` and the summary tree."""
-  greedified = ctx.greedify_root(halving, noise)
+  greedified = ctx.greedify_root(halving)
   score = ctx.root.gumbel + ctx.root.prior_logits + greedified.transformed
   # The winner is the best-scored survivor of the last halving; the random
   # ablation changes only where the budget went, so it chooses among every
@@ -528,7 +512,7 @@ def _policy_output(ctx: Context, halving: HalvingState, noise: engine.TDScale,
   eligible = (halving.visits > 0) if ctx.elimination == "random" else halving.considered
   action = root_lib.masked_argmax(score, ~eligible)
   target = (greedified if ctx.target_qtransform is ctx.qtransform
-            else ctx.greedify_root(halving, noise, ctx.target_qtransform))
+            else ctx.greedify_root(halving, ctx.target_qtransform))
   # The search value is the value of the returned policy target, `Σ_a w(a)·Q̃(a)`.
   return root_lib.policy_output(
       ctx.root, action=action, action_weights=target.policy, tree=target.tree,
