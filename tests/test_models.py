@@ -43,12 +43,17 @@ def test_masked_logits_all_illegal_row_gives_finite_uniform_softmax():
   np.testing.assert_allclose(jax.nn.softmax(out), [[1 / 3] * 3], rtol=1e-6)
 
 
-def test_pgx_model_rejects_games_that_are_not_two_player():
+def test_pgx_model_rejects_games_of_more_than_two_players_and_bad_discounts():
+  class ThreePlayers:
+    num_players = 3
+
   class OnePlayer:
     num_players = 1
 
   with pytest.raises(ValueError, match="num_players"):
-    models.pgx_model(OnePlayer(), lambda p, o: None)
+    models.pgx_model(ThreePlayers(), lambda p, o: None)
+  with pytest.raises(ValueError, match="discount"):
+    models.pgx_model(OnePlayer(), lambda p, o: None, discount=1.5)
 
 
 @pytest.mark.parametrize("discount", [-0.1, 1.5])
@@ -459,3 +464,69 @@ def test_jumanji_model_inside_smctx_policies_under_jit(snake, policy):
   weights = np.asarray(out.action_weights)
   assert np.all(np.isfinite(weights))
   np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# A single-player pgx game (2048): the adapter against pgx's own step function.
+
+
+def _game_2048_apply(params, observation):
+  """A fixed network: logits from the board's first row, value = sum of the observation / 100."""
+  del params
+  batch = observation.shape[0]
+  flat = observation.reshape(batch, -1).astype(jnp.float32)
+  return flat[:, :4] - flat[:, 4:8], jnp.sum(flat, axis=-1) / 100.0
+
+
+def test_pgx_single_player_model_is_env_step_with_discount_gamma():
+  pgx = pytest.importorskip("pgx", reason=NEEDS_EXTRA)
+  env = pgx.make("2048")
+  gamma = 0.97
+  root_fn, recurrent_fn = models.pgx_model(env, _game_2048_apply, discount=gamma)
+  batch = 3
+  state = jax.jit(jax.vmap(env.init))(jax.random.split(jax.random.PRNGKey(0), batch))
+  root = jax.jit(root_fn)(None, jax.random.PRNGKey(1), state)
+  logits, value = _game_2048_apply(None, state.observation)
+  np.testing.assert_allclose(root.value, value, rtol=1e-6)
+  assert np.all(np.asarray(root.prior_logits)[~np.asarray(state.legal_action_mask)]
+                == np.finfo(np.float32).min)
+  step = jax.jit(recurrent_fn)
+  reference_step = jax.jit(jax.vmap(env.step))
+  rng = np.random.default_rng(0)
+  for t in range(12):
+    legal = np.asarray(state.legal_action_mask)
+    action = jnp.asarray([rng.choice(np.flatnonzero(row)) for row in legal], jnp.int32)
+    key = jax.random.PRNGKey(100 + t)
+    output, next_state = step(None, key, action, state)
+    # The same per-game keys as the adapter splits from `key` (2048 places a random tile).
+    reference = reference_step(state, action, jax.random.split(key, batch))
+    for got, want in zip(jax.tree_util.tree_leaves(next_state),
+                         jax.tree_util.tree_leaves(reference), strict=True):
+      np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    over = np.asarray(reference.terminated | reference.truncated)
+    np.testing.assert_allclose(output.reward, np.asarray(reference.rewards)[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(output.discount, np.where(over, 0.0, gamma), rtol=1e-6)
+    _, next_value = _game_2048_apply(None, reference.observation)
+    np.testing.assert_allclose(output.value, np.where(over, 0.0, next_value), rtol=1e-5)
+    state = next_state
+  assert np.any(np.asarray(output.reward) > 0)  # merges were paid along the way
+
+
+@pytest.mark.parametrize("policy", ["tsmcts_policy", "smc_policy"])
+def test_pgx_single_player_game_searches_under_jit(policy):
+  pgx = pytest.importorskip("pgx", reason=NEEDS_EXTRA)
+  env = pgx.make("2048")
+  root_fn, recurrent_fn = models.pgx_model(env, _game_2048_apply, discount=0.99)
+  state = jax.jit(jax.vmap(env.init))(jax.random.split(jax.random.PRNGKey(3), 2))
+
+  @jax.jit
+  def search(key, state):
+    root = root_fn(None, key, state)
+    return getattr(smctx, policy)(None, key, root, recurrent_fn, num_simulations=16,
+                                  invalid_actions=~state.legal_action_mask)
+
+  out = search(jax.random.PRNGKey(4), state)
+  legal = np.asarray(state.legal_action_mask)
+  assert legal[np.arange(2), np.asarray(out.action)].all()
+  np.testing.assert_allclose(np.asarray(out.action_weights).sum(-1), 1.0, rtol=1e-5)
+  assert np.all(np.asarray(out.action_weights)[~legal] == 0)

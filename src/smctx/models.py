@@ -17,8 +17,9 @@ The embedding is the environment's own state pytree, so every
 
 Conventions (mctx's): the prior and the value at a node are from the point of
 view of the player to move there; the reward of a transition is from the point
-of view of the player who acted; two-player zero-sum games use discount `-1`
-per ply, so that `reward + discount * value` is the acting player's return.
+of view of the player who acted; two-player zero-sum games use discount `-γ`
+(`-1` by default) per ply, so that `reward + discount * value` is the acting
+player's return.
 Terminal transitions have discount `0` and value `0`.
 
 This module imports no environment package: the environment object is an
@@ -71,16 +72,18 @@ def _apply(apply_fn: ApplyFn, params: Any, observation: Any, batch_size: int):
   return logits, value
 
 
-def pgx_model(env: Any, apply_fn: ApplyFn):
-  """The dynamics of a two-player zero-sum pgx game as `(root_fn, recurrent_fn)`.
+def pgx_model(env: Any, apply_fn: ApplyFn, discount: float = 1.0):
+  """The dynamics of a pgx game as `(root_fn, recurrent_fn)`: two-player zero-sum games
+  (tic-tac-toe, Go, chess, ...) and single-player ones (2048, MinAtar).
 
   Args:
-    env: a `pgx.Env` with `env.num_players == 2` (e.g.
-      `pgx.make("tic_tac_toe")`).
+    env: a `pgx.Env` with `env.num_players` 1 or 2 (e.g.
+      `pgx.make("tic_tac_toe")`, `pgx.make("2048")`).
     apply_fn: `apply_fn(params, observation) -> (logits, value)` with
       `observation` the batched `state.observation` `[B, ...]`, `logits`
-      `[B, A]` and `value` `[B]` in `[-1, 1]` from the point of view of the
-      player to move.
+      `[B, A]` and `value` `[B]` from the point of view of the player to move.
+    discount: `γ` per step, in `[0, 1]`: the discount of a single-player game;
+      a two-player game uses `-γ` per ply (the next value is the opponent's).
 
   Returns:
     `(root_fn, recurrent_fn)`:
@@ -91,24 +94,30 @@ def pgx_model(env: Any, apply_fn: ApplyFn):
       `value` `[B]` the network value, `embedding` the state itself.
     * `recurrent_fn(params, rng_key, action, state) -> (mctx.RecurrentFnOutput,
       next_state)` with `action` `[B]`: steps `jax.vmap(env.step)` (with a key
-      per game, split from `rng_key`, for pgx's stochastic games).
+      per game, split from `rng_key`, for pgx's stochastic games such as 2048).
       `reward = next_state.rewards[b, state.current_player[b]]` is the reward
-      of the player who just moved; `discount` is `-1` per ply and `0` once the
-      game is over (`terminated`, or `truncated`, after which pgx pays nothing
-      more); `value` is the network value at `next_state` (`0` once over), from
-      the view of the player to move there; `prior_logits` are masked by
+      of the player who just moved; `discount` is `-γ` per ply in a
+      two-player game, `γ` in a single-player one, and `0` once the game is
+      over (`terminated`, or `truncated`, after which pgx pays nothing more);
+      `value` is the network value at `next_state` (`0` once over), from the
+      view of the player to move there; `prior_logits` are masked by
       `next_state.legal_action_mask` (pgx makes every action legal at a
       terminal state, which keeps the prior finite). Stepping a state that is
       already over gives reward `0` and discount `0`: pgx returns it unchanged.
 
   Raises:
-    ValueError: if the environment is not a two-player game.
+    ValueError: if the game has neither one nor two players, or `discount` is
+      outside `[0, 1]`.
   """
   num_players = getattr(env, "num_players", None)
-  if num_players != 2:
+  if num_players not in (1, 2):
     raise ValueError(
-        "pgx_model expects a two-player zero-sum pgx environment (discount -1 "
-        f"per ply); got env.num_players={num_players}.")
+        "pgx_model expects a single-player or two-player zero-sum pgx environment; "
+        f"got env.num_players={num_players}.")
+  if not 0.0 <= discount <= 1.0:
+    raise ValueError(f"discount={discount!r} must be in [0, 1].")
+  # Two-player zero-sum: the next state's value is the opponent's, hence the sign.
+  step_discount = -discount if num_players == 2 else discount
 
   def root_fn(params, rng_key, state) -> mctx.RootFnOutput:
     del rng_key
@@ -134,7 +143,7 @@ def pgx_model(env: Any, apply_fn: ApplyFn):
         next_state.rewards, jnp.clip(mover, 0, num_players - 1)[:, None], axis=1)[:, 0]
     is_over = next_state.terminated | next_state.truncated
     reward = jnp.where(was_over, 0.0, mover_reward).astype(value.dtype)
-    discount = jnp.where(is_over, 0.0, -1.0).astype(value.dtype)
+    discount = jnp.where(is_over, 0.0, step_discount).astype(value.dtype)
     value = jnp.where(is_over, 0.0, value).astype(value.dtype)
     output = mctx.RecurrentFnOutput(
         reward=reward,
