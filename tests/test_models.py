@@ -530,3 +530,76 @@ def test_pgx_single_player_game_searches_under_jit(policy):
   assert legal[np.arange(2), np.asarray(out.action)].all()
   np.testing.assert_allclose(np.asarray(out.action_weights).sum(-1), 1.0, rtol=1e-5)
   assert np.all(np.asarray(out.action_weights)[~legal] == 0)
+
+
+# ----------------------------------------------------------------------------
+# gymnax: the adapter against the environment's own `step_env`.
+
+
+def _cartpole_apply(params, observation):
+  """A fixed network: logits (x, -x) from the pole angle, value = 1 - |angle|."""
+  del params
+  angle = observation[:, 2]
+  return jnp.stack([angle, -angle], axis=-1), 1.0 - jnp.abs(angle)
+
+
+def test_gymnax_model_is_step_env_and_a_finished_episode_is_absorbing():
+  gymnax = pytest.importorskip("gymnax", reason=NEEDS_EXTRA)
+  env, env_params = gymnax.make("CartPole-v1")
+  gamma, batch = 0.95, 2
+  root_fn, recurrent_fn = models.gymnax_model(env, env_params, _cartpole_apply, discount=gamma)
+  reset = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))
+  observation, state = reset(jax.random.split(jax.random.PRNGKey(0), batch), env_params)
+  root = jax.jit(root_fn)(None, jax.random.PRNGKey(1), state, observation)
+  logits, value = _cartpole_apply(None, observation)
+  np.testing.assert_allclose(root.prior_logits, logits, rtol=1e-6)
+  np.testing.assert_allclose(root.value, value, rtol=1e-6)
+  step = jax.jit(recurrent_fn)
+  reference_step = jax.jit(jax.vmap(env.step_env, in_axes=(0, 0, 0, None)))
+  embedding, reference, finished = root.embedding, state, np.zeros(batch, bool)
+  saw_done = False
+  for t in range(40):  # always pushing left: the pole falls within 40 steps
+    action = jnp.zeros((batch,), jnp.int32)
+    key = jax.random.PRNGKey(10 + t)
+    output, embedding = step(None, key, action, embedding)
+    obs, reference_next, reward, done, _ = reference_step(
+        jax.random.split(key, batch), reference, action, env_params)
+    done = np.asarray(done)
+    now_over = finished | done
+    want_reward = np.where(finished, 0.0, np.asarray(reward))
+    np.testing.assert_allclose(output.reward, want_reward, rtol=1e-6)
+    np.testing.assert_allclose(output.discount, np.where(now_over, 0.0, gamma), rtol=1e-6)
+    _, next_value = _cartpole_apply(None, obs)
+    np.testing.assert_allclose(output.value, np.where(now_over, 0.0, next_value), rtol=1e-5)
+    # The adapter's state is gymnax's until the episode ends, then stays put.
+    for got, new, old in zip(jax.tree_util.tree_leaves(embedding[0]),
+                             jax.tree_util.tree_leaves(reference_next),
+                             jax.tree_util.tree_leaves(reference), strict=True):
+      mask = finished.reshape((batch,) + (1,) * (np.ndim(new) - 1))
+      np.testing.assert_allclose(np.asarray(got), np.where(mask, old, new), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(embedding[1]), now_over)
+    saw_done |= bool(done.any())
+    freeze = functools.partial(
+        lambda was, old, new: np.where(was.reshape((batch,) + (1,) * (np.ndim(new) - 1)),
+                                       old, new), finished)
+    reference = jax.tree_util.tree_map(freeze, reference, reference_next)
+    finished = now_over
+  assert saw_done and finished.all()
+
+
+def test_gymnax_model_inside_tsmcts_under_jit():
+  gymnax = pytest.importorskip("gymnax", reason=NEEDS_EXTRA)
+  env, env_params = gymnax.make("CartPole-v1")
+  root_fn, recurrent_fn = models.gymnax_model(env, env_params, _cartpole_apply)
+  observation, state = jax.vmap(env.reset, in_axes=(0, None))(
+      jax.random.split(jax.random.PRNGKey(2), 3), env_params)
+
+  @jax.jit
+  def search(key):
+    root = root_fn(None, key, state, observation)
+    return smctx.tsmcts_policy(None, key, root, recurrent_fn, num_simulations=16)
+
+  out = search(jax.random.PRNGKey(3))
+  assert set(np.asarray(out.action).tolist()) <= {0, 1}
+  np.testing.assert_allclose(np.asarray(out.action_weights).sum(-1), 1.0, rtol=1e-5)
+  assert np.all(np.isfinite(np.asarray(out.search_tree.node_values[:, 0])))

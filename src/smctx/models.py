@@ -23,7 +23,7 @@ player's return.
 Terminal transitions have discount `0` and value `0`.
 
 This module imports no environment package: the environment object is an
-argument, so the core stays free of pgx and jumanji.
+argument, so the core stays free of pgx, jumanji and gymnax.
 """
 
 from __future__ import annotations
@@ -226,5 +226,67 @@ def jumanji_model(env: Any, apply_fn: ApplyFn, discount: float = 0.99):
         prior_logits=_mask_by_observation(logits, timestep.observation),
         value=jnp.where(terminated, 0.0, value).astype(value.dtype))
     return output, next_state
+
+  return root_fn, recurrent_fn
+
+
+def gymnax_model(env: Any, env_params: Any, apply_fn: ApplyFn, discount: float = 0.99):
+  """The dynamics of a discrete-action gymnax environment as `(root_fn, recurrent_fn)`.
+
+  Args:
+    env: a gymnax `Environment` with a `Discrete` action space (e.g.
+      `gymnax.make("CartPole-v1")[0]`). The search steps it with `step_env`,
+      which does not auto-reset.
+    env_params: the environment's parameters (`gymnax.make(...)[1]`).
+    apply_fn: `apply_fn(params, observation) -> (logits, value)` with
+      `observation` `[B, ...]`, `logits` `[B, A]` and `value` `[B]`.
+    discount: the agent's discount `γ`, a Python float in `[0, 1]`.
+
+  Returns:
+    `(root_fn, recurrent_fn)`; the embedding is `(state, done)`, the batched
+    gymnax `EnvState` `[B]` and a `[B]` bool flag of finished episodes:
+
+    * `root_fn(params, rng_key, state, observation) -> mctx.RootFnOutput`:
+      the network's `prior_logits` and `value` at `observation`, embedding
+      `(state, False)`.
+    * `recurrent_fn(params, rng_key, action, embedding) -> (mctx.RecurrentFnOutput,
+      next_embedding)`: steps `jax.vmap(env.step_env)` with a key per episode
+      split from `rng_key`; `reward` is gymnax's, `discount` is `γ` and `0` once
+      `done` (gymnax's `done` includes its time limit, so the search does not
+      bootstrap past it), `value` the network value at the next observation
+      (`0` once done). A finished episode is absorbing: stepping it again keeps
+      its state and gives reward `0` and discount `0`.
+
+  Raises:
+    ValueError: if `discount` is outside `[0, 1]`.
+  """
+  if not 0.0 <= discount <= 1.0:
+    raise ValueError(f"discount must be in [0, 1]; got {discount}.")
+  step = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))
+
+  def root_fn(params, rng_key, state, observation) -> mctx.RootFnOutput:
+    del rng_key
+    batch_size = jax.tree_util.tree_leaves(observation)[0].shape[0]
+    logits, value = _apply(apply_fn, params, observation, batch_size)
+    return mctx.RootFnOutput(prior_logits=logits, value=value,
+                             embedding=(state, jnp.zeros((batch_size,), bool)))
+
+  def recurrent_fn(params, rng_key, action, embedding):
+    state, was_done = embedding
+    batch_size = action.shape[0]
+    chex.assert_shape(action, (batch_size,))
+    observation, next_state, reward, done, _ = step(
+        jax.random.split(rng_key, batch_size), state, action, env_params)
+    logits, value = _apply(apply_fn, params, observation, batch_size)
+    over = was_done | done
+    keep = lambda old, new: jnp.where(
+        was_done.reshape(was_done.shape + (1,) * (new.ndim - 1)), old, new)
+    next_state = jax.tree_util.tree_map(keep, state, next_state)
+    output = mctx.RecurrentFnOutput(
+        reward=jnp.where(was_done, 0.0, reward).astype(value.dtype),
+        discount=jnp.where(over, 0.0, discount).astype(value.dtype),
+        prior_logits=logits,
+        value=jnp.where(over, 0.0, value).astype(value.dtype))
+    return output, (next_state, over)
 
   return root_fn, recurrent_fn
