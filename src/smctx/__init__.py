@@ -30,6 +30,7 @@ from smctx._src.smcts import smcts_policy
 from smctx._src.tsmcts import SHARP_QTRANSFORM
 from smctx._src.tsmcts import tsmcts_policy
 from smctx import models
+from smctx import plotting
 from smctx import tabular
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "SearchDiagnostics",
     "checked",
     "models",
+    "plotting",
     "sampled_smc_policy",
     "sampled_smcts_policy",
     "sampled_tsmcts_policy",
