@@ -1,4 +1,4 @@
-"""Continuous control with sampled-action search: Pendulum swing-up in pure JAX.
+"""Continuous control with sampled-action search: gymnax's Pendulum-v1 swing-up.
 
 An AlphaZero-style loop over a continuous action space. The search's model is
 the true simulator (the environment is pure JAX, so `recurrent_fn` *is* the
@@ -20,7 +20,7 @@ Usage:
     python examples/continuous_control.py                  # quick preset, TSMCTS
     python examples/continuous_control.py --search smc     # the SMC baseline
     python examples/continuous_control.py --compare        # SMC vs TSMCTS at an equal budget
-    python examples/continuous_control.py --preset full    # Brax HalfCheetah (needs brax)
+    python examples/continuous_control.py --preset full    # longer, larger budget (a GPU)
 
 Outputs go to `examples/results/continuous_<search>/` (`metrics.csv` with `#` device and
 version lines, `learning_curve.png`, a checkpoint for `--resume`); `--compare` writes
@@ -37,7 +37,7 @@ import json
 import math
 import os
 import time
-from typing import NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 import _common
 import flax.linen as nn
@@ -52,86 +52,52 @@ import smctx
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 # ----------------------------------------------------------------------------
-# Pendulum swing-up (the dynamics and reward of Gym's Pendulum-v1), pure JAX.
+# The environment: a continuous-action gymnax environment (Pendulum-v1 by default).
 # ----------------------------------------------------------------------------
 
-MAX_SPEED = 8.0
-MAX_TORQUE = 2.0
-DT = 0.05
-GRAVITY = 10.0
-MASS = 1.0
-LENGTH = 1.0
 
+class GymnaxEnv:
+  """A deterministic continuous-action gymnax environment, batched, actions in [-1, 1].
 
-class PendulumState(NamedTuple):
-  theta: jax.Array  # [B] angle, 0 = upright
-  theta_dot: jax.Array  # [B]
-
-
-class Pendulum:
-  """Batched Pendulum-v1: obs (cos θ, sin θ, θ'), action = torque/2 in [-1, 1], 200 steps.
-
-  Rewards are Gym's `-(θ² + 0.1 θ'² + 0.001 u²)` (per step in [-16.3, 0]);
-  a random policy scores about -1200 per episode, a good swing-up about -150.
+  `reset(key, B) -> state [B]`, `observe(state) -> obs [B, obs]` (divided by the observation
+  box's finite bounds), `step(state, action [B, act])
+  -> (next state, reward [B])`. Actions in `[-1, 1]` are mapped onto the action space's box.
+  The search steps the environment as its model, so it must be deterministic (Pendulum-v1 is):
+  `step_env` gets a fixed key and never auto-resets; episodes last `max_steps_in_episode`.
+  Pendulum-v1's rewards are Gym's `-(θ² + 0.1 θ'² + 0.001 u²)` (per step in [-16.3, 0]); a
+  random policy scores about -1200 per episode, a good swing-up about -150.
   """
 
-  name = "pendulum"
-  observation_size = 3
-  action_size = 1
-  episode_length = 200
+  def __init__(self, env_id: str):
+    import gymnax  # the examples extra
 
-  def reset(self, rng_key: jax.Array, batch_size: int) -> PendulumState:
-    k1, k2 = jax.random.split(rng_key)
-    return PendulumState(
-        theta=jax.random.uniform(k1, (batch_size,), minval=-math.pi, maxval=math.pi),
-        theta_dot=jax.random.uniform(k2, (batch_size,), minval=-1.0, maxval=1.0))
+    self._env, self._params = gymnax.make(env_id)
+    space = self._env.action_space(self._params)
+    self._low, self._high = jnp.asarray(space.low), jnp.asarray(space.high)
+    self.name = env_id
+    observation_space = self._env.observation_space(self._params)
+    self.observation_size = int(np.prod(observation_space.shape))
+    # Observations divided by the box's bounds where they are finite (Pendulum: θ' / 8).
+    high = np.abs(np.asarray(observation_space.high, np.float32))
+    self._observation_scale = jnp.asarray(np.where(np.isfinite(high) & (high > 0), high, 1.0))
+    self.action_size = int(np.prod(space.shape)) if space.shape else 1
+    self.episode_length = int(self._params.max_steps_in_episode)
 
-  def observe(self, state: PendulumState) -> jax.Array:
-    return jnp.stack([jnp.cos(state.theta), jnp.sin(state.theta), state.theta_dot / MAX_SPEED],
-                     axis=-1)
+  def reset(self, rng_key: jax.Array, batch_size: int):
+    _, state = jax.vmap(self._env.reset, in_axes=(0, None))(
+        jax.random.split(rng_key, batch_size), self._params)
+    return state
 
-  def step(self, state: PendulumState, action: jax.Array) -> tuple[PendulumState, jax.Array]:
-    """`action [B, 1]` in [-1, 1] -> (next state, reward [B])."""
-    torque = MAX_TORQUE * jnp.clip(action[..., 0], -1.0, 1.0)
-    angle = (state.theta + math.pi) % (2.0 * math.pi) - math.pi
-    reward = -(angle**2 + 0.1 * state.theta_dot**2 + 0.001 * torque**2)
-    theta_dot = state.theta_dot + (
-        3.0 * GRAVITY / (2.0 * LENGTH) * jnp.sin(state.theta)
-        + 3.0 / (MASS * LENGTH**2) * torque) * DT
-    theta_dot = jnp.clip(theta_dot, -MAX_SPEED, MAX_SPEED)
-    return PendulumState(theta=state.theta + theta_dot * DT, theta_dot=theta_dot), reward
+  def observe(self, state) -> jax.Array:
+    return jax.vmap(lambda s: self._env.get_obs(s, self._params))(state) / self._observation_scale
 
-
-class BraxEnv:
-  """A Brax environment behind the same interface (full preset; brax is an optional extra).
-
-  Untested here (brax is not installed on the development machine). Meant for environments
-  without early termination (HalfCheetah): episodes are truncated at 1000 steps.
-  """
-
-  def __init__(self, env_name: str):
-    try:
-      from brax import envs  # optional dependency, imported only for this preset
-    except ImportError as e:
-      raise SystemExit(
-          "The full preset runs a Brax environment, and brax is not installed.\n"
-          "Install it with `pip install brax` (it brings MuJoCo/MJX), "
-          "or use `--preset quick`.") from e
-    self._env = envs.get_environment(env_name)
-    self.name = env_name
-    self.observation_size = self._env.observation_size
-    self.action_size = self._env.action_size
-    self.episode_length = 1000
-
-  def reset(self, rng_key, batch_size):
-    return jax.vmap(self._env.reset)(jax.random.split(rng_key, batch_size))
-
-  def observe(self, state):
-    return state.obs
-
-  def step(self, state, action):
-    next_state = jax.vmap(self._env.step)(state, jnp.clip(action, -1.0, 1.0))
-    return next_state, next_state.reward
+  def step(self, state, action: jax.Array):
+    """`action [B, act]` in [-1, 1] -> (next state, reward [B])."""
+    scaled = self._low + (jnp.clip(action, -1.0, 1.0) + 1.0) / 2.0 * (self._high - self._low)
+    keys = jnp.broadcast_to(jax.random.PRNGKey(0), (action.shape[0], 2))  # deterministic env
+    _, next_state, reward, _, _ = jax.vmap(self._env.step_env, in_axes=(0, 0, 0, None))(
+        keys, state, scaled.reshape(action.shape[0], -1), self._params)
+    return next_state, reward
 
 
 # ----------------------------------------------------------------------------
@@ -201,7 +167,7 @@ class Config:
   preset: str = "quick"
   out: Optional[str] = None
   resume: bool = False
-  env: str = "pendulum"  # or a Brax environment name (full preset)
+  env: str = "Pendulum-v1"  # a deterministic continuous-action gymnax environment
   num_envs: int = 16  # episodes played in parallel; one iteration = one episode each
   total_env_steps: int = 16 * 200 * 60
   discount: float = 0.97
@@ -222,18 +188,17 @@ PRESETS = {
     # (K = 3 halving iterations) and 64 simulations, smctx's default width (16) leaves TSMCTS
     # at depth 1 in two of its three iterations; 8 particles give depth 2 in all three (and
     # SMC depth 8), which measured better for both (3 seeds each).
-    "quick": dict(env="pendulum", num_envs=16, total_env_steps=16 * 200 * 60,
+    "quick": dict(env="Pendulum-v1", num_envs=16, total_env_steps=16 * 200 * 60,
                   num_simulations=64, num_particles=8, num_candidates=8),
-    # Brax HalfCheetah (needs `pip install brax`; meant for a GPU).
-    "full": dict(env="halfcheetah", num_envs=64, total_env_steps=64 * 1000 * 200,
-                 num_simulations=256, num_candidates=16, discount=0.99, reward_scale=1.0,
-                 td_lambda=0.95, hidden=256, learning_rate=3e-4, num_epochs=4,
-                 batch_size=1024, eval_every=10),
+    # Longer, wider and with a larger budget (meant for a GPU).
+    "full": dict(env="Pendulum-v1", num_envs=64, total_env_steps=64 * 200 * 200,
+                 num_simulations=256, num_candidates=16, hidden=256, learning_rate=3e-4,
+                 num_epochs=4, batch_size=1024, eval_every=10),
 }
 
 
 def make_env(config: Config):
-  return Pendulum() if config.env == "pendulum" else BraxEnv(config.env)
+  return GymnaxEnv(config.env)
 
 
 # ----------------------------------------------------------------------------

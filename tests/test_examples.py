@@ -202,3 +202,21 @@ def test_continuous_control_trains_with_every_sampled_search(search):
       assert math.isfinite(float(metrics[key])), (key, metrics)
   assert _leaves_differ(state["params"], first["params"])
   assert _leaves_differ(first["params"], second["params"])
+
+
+def test_continuous_control_env_is_gymnax_pendulum_with_actions_scaled_to_the_box():
+  gymnax = pytest.importorskip("gymnax", reason="examples need gymnax")
+  env = continuous_control.GymnaxEnv("Pendulum-v1")
+  reference, params = gymnax.make("Pendulum-v1")
+  state = env.reset(jax.random.PRNGKey(0), 3)
+  action = jnp.array([[-1.0], [0.0], [0.5]])
+  next_state, reward = env.step(state, action)
+  for b, torque in enumerate([-2.0, 0.0, 1.0]):  # [-1, 1] onto Pendulum's [-2, 2]
+    one = jax.tree_util.tree_map(lambda x, b=b: x[b], state)
+    _, want_state, want_reward, _, _ = reference.step_env(
+        jax.random.PRNGKey(1), one, jnp.array([torque]), params)
+    np.testing.assert_allclose(reward[b], want_reward, rtol=1e-6)
+    np.testing.assert_allclose(next_state.theta[b], want_state.theta, rtol=1e-6)
+  np.testing.assert_allclose(env.observe(next_state)[:, 0], jnp.cos(next_state.theta), rtol=1e-6)
+  np.testing.assert_allclose(env.observe(next_state)[:, 2], next_state.theta_dot / 8.0, rtol=1e-6)
+  assert (env.observation_size, env.action_size, env.episode_length) == (3, 1, 200)

@@ -20,6 +20,8 @@ import pytest
 
 from smctx import problems
 
+# The benchmark draws its figures with matplotlib (the examples extra).
+pytest.importorskip("matplotlib", reason="benchmarks need the examples extra")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
 import quality  # noqa: E402
 
