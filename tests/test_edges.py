@@ -79,7 +79,7 @@ def test_extreme_model_logits(policy):
   assert np.all(np.asarray(out.search_tree.extra_data.nonfinite_model_outputs) == 0)
 
 
-@each_policy
+@each_policy_slow_but_tsmcts  # SMC and SMCTS share the engine; with -m slow
 @pytest.mark.parametrize("scale", [1e6, 1e-8])
 def test_huge_and_tiny_rewards_and_values(policy, scale):
   rewards = scale * jnp.asarray([0.0, 1.0, 3.0, 2.0, -1.0])
@@ -94,7 +94,7 @@ def test_huge_and_tiny_rewards_and_values(policy, scale):
     np.testing.assert_allclose(q[visited], np.broadcast_to(rewards, (B, A))[visited], rtol=1e-5)
 
 
-@each_policy
+@each_policy_slow_but_tsmcts  # SMC and SMCTS share the engine; with -m slow
 @pytest.mark.parametrize("temperature", [1e-6, 1e6])
 @pytest.mark.parametrize("td_scale", ["running", "none"])
 def test_extreme_temperatures(policy, temperature, td_scale):

@@ -512,7 +512,8 @@ def test_pgx_single_player_model_is_env_step_with_discount_gamma():
   assert np.any(np.asarray(output.reward) > 0)  # merges were paid along the way
 
 
-@pytest.mark.parametrize("policy", ["tsmcts_policy", "smc_policy"])
+@pytest.mark.parametrize("policy", ["tsmcts_policy",
+                                    pytest.param("smc_policy", marks=pytest.mark.slow)])
 def test_pgx_single_player_game_searches_under_jit(policy):
   pgx = pytest.importorskip("pgx", reason=NEEDS_EXTRA)
   env = pgx.make("2048")

@@ -252,10 +252,7 @@ def test_variant_sets_the_default_transform_and_an_explicit_one_wins():
                              atol=1e-6)
   np.testing.assert_array_equal(run().action, run(target_qtransform=soft).action)
   assert not np.allclose(weights(), weights(target_qtransform=soft), atol=1e-3)
-  # Any explicit qtransform: the target follows it (as in mctx).
-  np.testing.assert_allclose(weights(qtransform=soft),
-                             weights(qtransform=soft, target_qtransform=soft), atol=1e-6)
-  np.testing.assert_allclose(weights(qtransform=sharp), weights(), atol=1e-6)
+  # An explicit qtransform makes the target too (as in mctx): see the paper variant's test.
 
 
 @pytest.mark.slow  # three more compilations, about 15 s on 2 cores

@@ -28,7 +28,8 @@ def test_search_layout_by_hand(policy, kw, want):
   assert smctx.search_layout(policy, 16, 4, **kw) == want
 
 
-@pytest.mark.parametrize("name", ["smc", "smcts", "tsmcts"])
+@pytest.mark.parametrize("name", [pytest.param("smc", marks=pytest.mark.slow),
+                                  pytest.param("smcts", marks=pytest.mark.slow), "tsmcts"])
 def test_search_layout_is_what_the_search_runs(name):
   batch, num_actions, num_simulations = 2, 5, 40
   root = mctx.RootFnOutput(prior_logits=jnp.zeros((batch, num_actions)),

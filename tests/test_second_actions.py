@@ -8,6 +8,7 @@ illegal second action pays 1000, or so that the ranking is the prior's order.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import smctx
 from smctx import tabular
@@ -38,6 +39,7 @@ def _chance_then_forced_move_mdp():
       values=np.zeros(4))
 
 
+@pytest.mark.slow  # about 11 s on 2 cores
 def test_stochastic_successors_only_take_second_actions_legal_in_their_own_state():
   # Before the fix a particle took the group's Gumbel-ranked action whenever any
   # particle of its group could play it: Q_SH(0) averaged 696 over 20 seeds.

@@ -19,7 +19,7 @@ import pytest
 
 import smctx
 from smctx import tabular
-from tests.policies import POLICIES
+from tests.policies import NAMES_SLOW_BUT_TSMCTS, POLICIES
 
 
 def _tree_allequal(a, b):
@@ -207,6 +207,7 @@ def _mean_abs_error(search, reference, *args, seeds=(0, 1)):
   return float(np.mean(errors))
 
 
+@pytest.mark.slow  # about 14 s on 2 cores
 def test_stochastic_one_step_q_converges_to_expectation():
   q1, _ = _stoch_expectations()
   assert np.std(q1) > 0.5  # the problem is not trivially flat.
@@ -297,7 +298,7 @@ def _noisy_inputs(states=None):
   return _noisy_root(states), jnp.asarray(ILLEGAL)[states]
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", NAMES_SLOW_BUT_TSMCTS)
 def test_invalid_actions_are_never_searched_nor_chosen(name):
   root, invalid = _noisy_inputs()
   invalid_np = np.asarray(invalid)
