@@ -205,7 +205,8 @@ def test_continuous_control_trains_with_every_sampled_search(search):
 
 
 def test_continuous_control_env_is_gymnax_pendulum_with_actions_scaled_to_the_box():
-  gymnax = pytest.importorskip("gymnax", reason="examples need gymnax")
+  gymnax = pytest.importorskip(
+      "gymnax", reason="needs gymnax, from the examples extra: pip install -e '.[examples]'")
   env = continuous_control.GymnaxEnv("Pendulum-v1")
   reference, params = gymnax.make("Pendulum-v1")
   state = env.reset(jax.random.PRNGKey(0), 3)

@@ -8,7 +8,9 @@ import pytest
 
 import smctx
 
-matplotlib = pytest.importorskip("matplotlib", reason="plotting needs matplotlib")
+matplotlib = pytest.importorskip(
+    "matplotlib",
+    reason="plotting needs matplotlib, from the examples extra: pip install -e '.[examples]'")
 matplotlib.use("Agg")
 
 

@@ -21,7 +21,9 @@ import pytest
 from smctx import problems
 
 # The benchmark draws its figures with matplotlib (the examples extra).
-pytest.importorskip("matplotlib", reason="benchmarks need the examples extra")
+pytest.importorskip(
+    "matplotlib",
+    reason="the benchmark draws with matplotlib (examples extra): pip install -e '.[examples]'")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
 import quality  # noqa: E402
 

@@ -64,6 +64,11 @@ def masked_logits(logits: chex.Array, mask: chex.Array) -> chex.Array:
   return jnp.where(mask, logits - legal_max, lowest)
 
 
+def _check_discount(discount: float) -> None:
+  if not 0.0 <= discount <= 1.0:
+    raise ValueError(f"discount={discount!r} must be in [0, 1].")
+
+
 def _apply(apply_fn: ApplyFn, params: Any, observation: Any, batch_size: int):
   logits, value = apply_fn(params, observation)
   chex.assert_rank(logits, 2)
@@ -114,8 +119,7 @@ def pgx_model(env: Any, apply_fn: ApplyFn, discount: float = 1.0):
     raise ValueError(
         "pgx_model expects a single-player or two-player zero-sum pgx environment; "
         f"got env.num_players={num_players}.")
-  if not 0.0 <= discount <= 1.0:
-    raise ValueError(f"discount={discount!r} must be in [0, 1].")
+  _check_discount(discount)
   # Two-player zero-sum: the next state's value is the opponent's, hence the sign.
   step_discount = -discount if num_players == 2 else discount
 
@@ -200,8 +204,7 @@ def jumanji_model(env: Any, apply_fn: ApplyFn, discount: float = 0.99):
   Raises:
     ValueError: if `discount` is outside `[0, 1]`.
   """
-  if not 0.0 <= discount <= 1.0:
-    raise ValueError(f"discount must be in [0, 1]; got {discount}.")
+  _check_discount(discount)
 
   def root_fn(params, rng_key, state, observation) -> mctx.RootFnOutput:
     del rng_key
@@ -260,8 +263,7 @@ def gymnax_model(env: Any, env_params: Any, apply_fn: ApplyFn, discount: float =
   Raises:
     ValueError: if `discount` is outside `[0, 1]`.
   """
-  if not 0.0 <= discount <= 1.0:
-    raise ValueError(f"discount must be in [0, 1]; got {discount}.")
+  _check_discount(discount)
   step = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))
 
   def root_fn(params, rng_key, state, observation) -> mctx.RootFnOutput:

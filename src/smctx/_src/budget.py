@@ -228,6 +228,13 @@ def _distinct_path_width(budget: int, width: int, min_width: int, max_considered
   return width
 
 
+def tsmcts_variant_depth(variant: str, depth_per_iteration: int | None) -> tuple[int, bool]:
+  """`(target depth, distinct paths)` of a TSMCTS variant; an explicit depth wins."""
+  if depth_per_iteration is None:
+    depth_per_iteration = TSMCTS_TARGET_DEPTH if variant == "smctx" else TSMCTS_PAPER_TARGET_DEPTH
+  return depth_per_iteration, variant == "smctx"
+
+
 _POLICY_NAMES = {"smc": "smc", "smcts": "smcts", "tsmcts": "tsmcts", "smc_policy": "smc",
                  "smcts_policy": "smcts", "tsmcts_policy": "tsmcts", "sampled_smc_policy": "smc",
                  "sampled_smcts_policy": "smcts", "sampled_tsmcts_policy": "tsmcts"}
@@ -270,7 +277,6 @@ def search_layout(policy: str | Callable, num_simulations: int, num_actions: int
   if name != "tsmcts":
     return smc_layout(num_simulations, num_actions, num_particles, max_depth,
                       assign_without_replacement=name == "smcts")
-  if depth_per_iteration is None:
-    depth_per_iteration = TSMCTS_TARGET_DEPTH if variant == "smctx" else TSMCTS_PAPER_TARGET_DEPTH
+  target_depth, distinct_paths = tsmcts_variant_depth(variant, depth_per_iteration)
   return tsmcts_layout(num_simulations, num_actions, num_particles, max_num_considered_actions,
-                       max_depth, depth_per_iteration, distinct_paths=variant == "smctx")
+                       max_depth, target_depth, distinct_paths=distinct_paths)

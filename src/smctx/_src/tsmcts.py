@@ -451,9 +451,7 @@ def tsmcts_policy(
   elif reuse_successors and max_depth is not None:
     raise ValueError("reuse_successors=True is not accepted with max_depth: a reused s2 sample "
                      "puts an iteration's particles one step deeper than its depth.")
-  if depth_per_iteration is None:
-    depth_per_iteration = (budget.TSMCTS_TARGET_DEPTH if variant == "smctx"
-                           else budget.TSMCTS_PAPER_TARGET_DEPTH)
+  target_depth, distinct_paths = budget.tsmcts_variant_depth(variant, depth_per_iteration)
   # The variant's transform unless one is given; the target follows it (as in mctx).
   if qtransform is None:
     qtransform = (SHARP_QTRANSFORM if variant == "smctx"
@@ -461,8 +459,8 @@ def tsmcts_policy(
   target_qtransform = target_qtransform or qtransform
   options = start_lib.SearchOptions(
       num_simulations, num_particles, max_depth, gumbel_scale, max_num_considered_actions,
-      temperature, td_scale, resample, ess_threshold, resampling_method, depth_per_iteration,
-      tsmcts_distinct_paths=variant == "smctx")
+      temperature, td_scale, resample, ess_threshold, resampling_method, target_depth,
+      tsmcts_distinct_paths=distinct_paths)
   start = start_lib.start_search(rng_key, root, recurrent_fn, invalid_actions, options, "tsmcts")
   layout, batch_size = start.layout, start.batch_size
   # Inner-search labels are slots (`rerooting.py`): one table entry per particle.
