@@ -29,6 +29,7 @@ from smctx._src.sampled import sampled_tsmcts_policy
 from smctx._src.smcts import smcts_policy
 from smctx._src.tsmcts import SHARP_QTRANSFORM
 from smctx._src.tsmcts import tsmcts_policy
+from smctx import model_error
 from smctx import models
 from smctx import plotting
 from smctx import tabular
@@ -41,6 +42,7 @@ __all__ = [
     "SampledRootFnOutput",
     "SearchDiagnostics",
     "checked",
+    "model_error",
     "models",
     "plotting",
     "sampled_smc_policy",
