@@ -4,10 +4,12 @@ Nothing here knows about an environment. An example supplies
 
 * a frozen config dataclass and a dict of presets (`{"quick": {...}, "full": {...}}`),
 * an initial training state (any pytree of arrays, e.g. `{"params", "opt_state", "env_state",
-  "rng_key"}`; keys must be raw `uint32[2]` keys from `jax.random.PRNGKey`, not typed keys),
+  "rng_key"}`; typed keys from `jax.random.key` and raw `jax.random.PRNGKey` keys both
+  round-trip through the checkpoints),
 * a jitted `step_fn(state) -> (state, metrics)` running one iteration (rollout + update),
 
-and `train_loop` runs it with a tqdm bar, a metrics CSV, checkpoints and a learning-curve PNG:
+and `train_loop` runs it with a tqdm bar, a metrics CSV, orbax checkpoints and a learning-curve
+PNG:
 
 ```python
 parser = argparse.ArgumentParser()
@@ -19,9 +21,10 @@ rows = _common.train_loop(state, step_fn, total_env_steps=..., env_steps_per_ite
 ```
 
 Public API (stable): `SEARCHES`, `add_common_flags`, `resolve_config`, `make_search`,
-`metadata`, `MetricsLog`, `read_csv`, `save_checkpoint`, `load_checkpoint`, `checkpoint_exists`,
-`progress_bar`, `train_loop`, `last_values`, `plot_learning_curve`, `plot_bands`, and the
-jittable AlphaZero pieces `bootstrapped_returns`, `alphazero_loss`, `make_alphazero_update`.
+`metadata`, `MetricsLog`, `read_csv`, `checkpoint_manager`, `save_checkpoint`, `load_checkpoint`,
+`load_checkpoint_info`, `checkpoint_exists`, `progress_bar`, `train_loop`, `last_values`,
+`plot_learning_curve`, `plot_bands`, and the jittable AlphaZero pieces `bootstrapped_returns`,
+`alphazero_loss`, `make_alphazero_update`.
 
 Examples import this module as `import _common` (`examples/` is on `sys.path` when an example runs
 as a script; tests load it with importlib and register it in `sys.modules`).
@@ -38,6 +41,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
@@ -59,8 +63,7 @@ _POLICIES = {
     "tsmcts_paper": functools.partial(smctx.tsmcts_policy, variant="paper"),
 }
 
-CHECKPOINT_FILE = "checkpoint.msgpack"
-CHECKPOINT_INFO_FILE = "checkpoint.json"
+CHECKPOINT_DIR = "checkpoints"  # orbax: one `<iteration>/` folder per kept checkpoint
 METRICS_FILE = "metrics.csv"
 CURVE_FILE = "learning_curve.png"
 
@@ -262,58 +265,109 @@ def read_csv(path: str) -> tuple[list[str], list[dict]]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints: flax msgpack of the state's leaves plus a JSON sidecar.
+# Checkpoints: orbax, one folder per kept iteration under `<out>/checkpoints/`.
+
+
+def checkpoint_manager(directory: str, *, max_to_keep: Optional[int] = 3):
+  """An `orbax.checkpoint.CheckpointManager` on `directory/checkpoints`, keeping the last
+  `max_to_keep` checkpoints (None: all).
+
+  Each checkpoint is a step (the training iteration) with two items: `state`, the training state
+  (any pytree of arrays: parameters, optax states, pgx or jumanji environment states, typed or
+  raw keys), and `info`, a JSON dict (iteration, env steps, wall time, config).
+  """
+  import orbax.checkpoint as ocp  # imported here: ~4 s, only runs that checkpoint pay it
+
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(directory), CHECKPOINT_DIR),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "info": ocp.JsonCheckpointHandler()})
+
+
+def _json_safe(info: Mapping[str, Any]) -> dict:
+  return json.loads(json.dumps(dict(info), default=str))
+
+
+def _save_step(manager, step: int, state: Any, info: Mapping[str, Any]) -> None:
+  import orbax.checkpoint as ocp
+
+  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                             info=ocp.args.JsonSave(_json_safe(info))))
 
 
 def checkpoint_exists(directory: str) -> bool:
-  """Whether `directory` holds a checkpoint written by `save_checkpoint`."""
-  return (os.path.exists(os.path.join(directory, CHECKPOINT_FILE))
-          and os.path.exists(os.path.join(directory, CHECKPOINT_INFO_FILE)))
+  """Whether `directory` holds a checkpoint written by `save_checkpoint` or `train_loop`."""
+  if not os.path.isdir(os.path.join(directory, CHECKPOINT_DIR)):
+    return False
+  with checkpoint_manager(directory, max_to_keep=None) as manager:
+    return manager.latest_step() is not None
 
 
-def save_checkpoint(directory: str, state: Any, info: Mapping[str, Any]) -> None:
-  """Writes `state` (a pytree of arrays) and `info` (JSON-able) atomically into `directory`.
+def save_checkpoint(directory: str, state: Any, info: Mapping[str, Any], *,
+                    step: Optional[int] = None, max_to_keep: Optional[int] = 3) -> None:
+  """Saves `state` (a pytree of arrays) and `info` (JSON-able) as checkpoint `step` of
+  `directory` (default: `info["iteration"]`, else 0), waiting until it is written.
 
-  Only the leaves are serialised (flax msgpack), so any pytree (optax states, pgx or jumanji
-  environment states) round-trips given a template of the same structure (`load_checkpoint`).
+  Any pytree (optax states, pgx or jumanji environment states, typed keys) round-trips given a
+  template of the same structure (`load_checkpoint`). `train_loop` keeps one manager open
+  instead, so that its saves run in the background.
   """
-  import flax.serialization
-
-  os.makedirs(directory, exist_ok=True)
-  leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
-  blob = flax.serialization.msgpack_serialize({str(i): x for i, x in enumerate(leaves)})
-  for name, data, mode in ((CHECKPOINT_FILE, blob, "wb"),
-                           (CHECKPOINT_INFO_FILE, json.dumps(dict(info), indent=1,
-                                                             default=str), "w")):
-    tmp = os.path.join(directory, name + ".tmp")
-    with open(tmp, mode) as f:
-      f.write(data)
-    os.replace(tmp, os.path.join(directory, name))
+  step = int(info.get("iteration", 0)) if step is None else step
+  with checkpoint_manager(directory, max_to_keep=max_to_keep) as manager:
+    _save_step(manager, step, state, info)
 
 
-def load_checkpoint(directory: str, template: Any) -> tuple[Any, dict]:
-  """`(state, info)` saved by `save_checkpoint`; `template` gives the pytree structure.
+def _shape_dtype(leaf) -> tuple[tuple[int, ...], np.dtype]:
+  # orbax stores a typed key as its raw key data.
+  if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+    leaf = jax.random.key_data(leaf)
+  return tuple(np.shape(leaf)), np.dtype(leaf.dtype)
 
-  Raises `ValueError` if the saved leaves do not match the template's number, shapes or dtypes
-  (e.g. a checkpoint of a different preset).
+
+def load_checkpoint(directory: str, template: Any, *,
+                    step: Optional[int] = None) -> tuple[Any, dict]:
+  """`(state, info)` of checkpoint `step` of `directory` (default: the latest).
+
+  `template` gives the pytree structure, shapes and dtypes (e.g. the initial training state).
+  Raises `ValueError` if the checkpoint does not match the template's structure, shapes or
+  dtypes (e.g. a checkpoint of a different preset), or if there is no checkpoint.
   """
-  import flax.serialization
+  import orbax.checkpoint as ocp
 
-  with open(os.path.join(directory, CHECKPOINT_FILE), "rb") as f:
-    saved = flax.serialization.msgpack_restore(f.read())
-  with open(os.path.join(directory, CHECKPOINT_INFO_FILE)) as f:
-    info = json.load(f)
-  leaves, treedef = jax.tree.flatten(template)
-  if len(saved) != len(leaves):
-    raise ValueError(f"checkpoint in {directory} has {len(saved)} arrays, expected {len(leaves)}")
-  restored = []
-  for i, leaf in enumerate(leaves):
-    value = np.asarray(saved[str(i)])
-    if value.shape != np.shape(leaf) or value.dtype != np.asarray(leaf).dtype:
-      raise ValueError(f"checkpoint array {i} is {value.dtype}{list(value.shape)}, expected "
-                       f"{np.asarray(leaf).dtype}{list(np.shape(leaf))}")
-    restored.append(jnp.asarray(value))
-  return jax.tree.unflatten(treedef, restored), info
+  with checkpoint_manager(directory, max_to_keep=None) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise ValueError(f"no checkpoint in {directory}")
+    # orbax checks structure and shapes but casts dtypes silently: check them first.
+    saved = manager.item_metadata(step)["state"]
+    saved = {leaf.name: leaf for leaf in jax.tree.leaves(getattr(saved, "tree", saved))
+             if hasattr(leaf, "name")}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]:
+      meta = saved.get(".".join(ocp.tree.str_keypath(path)))
+      want = _shape_dtype(leaf)
+      if meta is not None and (tuple(meta.shape), np.dtype(meta.dtype)) != want:
+        raise ValueError(f"checkpoint array {jax.tree_util.keystr(path)} is "
+                         f"{np.dtype(meta.dtype)}{list(meta.shape)}, expected "
+                         f"{want[1]}{list(want[0])}")
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(template), info=ocp.args.JsonRestore()))
+    except ValueError as e:
+      raise ValueError(f"checkpoint {step} in {directory} does not match the template: {e}") from e
+  return restored["state"], dict(restored["info"])
+
+
+def load_checkpoint_info(directory: str, *, step: Optional[int] = None) -> dict:
+  """The `info` dict of checkpoint `step` of `directory` (default: the latest)."""
+  import orbax.checkpoint as ocp
+
+  with checkpoint_manager(directory, max_to_keep=None) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise ValueError(f"no checkpoint in {directory}")
+    return dict(manager.restore(step, args=ocp.args.Composite(info=ocp.args.JsonRestore()))
+                ["info"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,6 +396,7 @@ def train_loop(state: Any, step_fn: Callable[[Any], tuple[Any, Mapping[str, Any]
                resume: bool = False, config: Any = None,
                eval_fn: Optional[Callable[[Any], Mapping[str, Any]]] = None,
                eval_every: int = 0, checkpoint_every: int = 10,
+               keep_checkpoints: Optional[int] = 3,
                postfix_keys: Sequence[str] = ("mean_return", "loss", "steps_per_s"),
                plot_y: str | Sequence[str] = "mean_return", desc: str = "", quiet: bool = False,
                meta: Iterable[str] = ()) -> list[dict]:
@@ -352,13 +407,17 @@ def train_loop(state: Any, step_fn: Callable[[Any], tuple[Any, Mapping[str, Any]
     step_fn: `state -> (state, metrics)`, one iteration (typically jitted); metrics are scalars.
     total_env_steps: stop once this many environment steps were taken.
     env_steps_per_iteration: environment steps taken by one `step_fn` call.
-    out_dir: where `metrics.csv`, the checkpoint and `learning_curve.png` go; None writes nothing.
-    resume: continue from the checkpoint in `out_dir` (iteration, env steps and wall time carry
-      on; CSV rows after the checkpoint are dropped).
+    out_dir: where `metrics.csv`, the checkpoints (`checkpoints/<iteration>/`, orbax) and
+      `learning_curve.png` go; None writes nothing.
+    resume: continue from the latest checkpoint in `out_dir` (iteration, env steps and wall time
+      carry on; CSV rows after the checkpoint are dropped). Without it, checkpoints already in
+      `out_dir` are deleted: the run replaces the one there (as its `metrics.csv` does).
     config: a dataclass saved with the checkpoint and as a `# config:` CSV line.
     eval_fn: `state -> metrics` run after the first iteration, every `eval_every` iterations and
       after the last; its time is excluded from `wall_time`. Its keys join the row.
     checkpoint_every: iterations between checkpoints (and one at the end).
+    keep_checkpoints: how many of the latest checkpoints to keep (orbax's `max_to_keep`; None:
+      all).
     postfix_keys: row keys shown live on the progress bar.
     plot_y: the row key (or keys) plotted by `plot_learning_curve` at the end.
 
@@ -372,6 +431,10 @@ def train_loop(state: Any, step_fn: Callable[[Any], tuple[Any, Mapping[str, Any]
     iteration, env_steps, wall_offset = info["iteration"], info["env_steps"], info["wall_time"]
     if not quiet:
       print(f"resumed from {out_dir} at iteration {iteration}, {env_steps} env steps")
+  elif out_dir and os.path.isdir(os.path.join(out_dir, CHECKPOINT_DIR)):
+    shutil.rmtree(os.path.join(out_dir, CHECKPOINT_DIR))
+    if not quiet:
+      print(f"starting afresh: removed the old checkpoints in {out_dir} (--resume keeps them)")
   meta = metadata(list(meta) + ([f"config: {json.dumps(config_dict, default=str)}"]
                                 if config_dict else []))
   log = None
@@ -383,29 +446,36 @@ def train_loop(state: Any, step_fn: Callable[[Any], tuple[Any, Mapping[str, Any]
                      disable=quiet)
   elapsed = wall_offset
   first = True
-  while env_steps < total_env_steps:
-    start = time.perf_counter()
-    state, metrics = step_fn(state)
-    metrics = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
-    seconds = time.perf_counter() - start
-    elapsed += seconds
-    iteration += 1
-    env_steps += env_steps_per_iteration
-    row = {"iteration": iteration, "env_steps": env_steps, "wall_time": elapsed,
-           "steps_per_s": env_steps_per_iteration / seconds, **metrics}
-    last = env_steps >= total_env_steps
-    if eval_fn is not None and (first or last or (eval_every and iteration % eval_every == 0)):
-      row.update({k: float(v) for k, v in jax.device_get(dict(eval_fn(state))).items()})
-    first = False
-    rows.append(row)
-    if log:
-      log.append(row)
-    if out_dir and (last or (checkpoint_every and iteration % checkpoint_every == 0)):
-      save_checkpoint(out_dir, state, {"iteration": iteration, "env_steps": env_steps,
-                                       "wall_time": elapsed, "config": config_dict})
-    bar.update(min(env_steps, total_env_steps) - bar.n)
-    bar.set_postfix(_postfix(last_values(rows), postfix_keys), refresh=False)
-  bar.close()
+  manager = None  # opened at the first save; its saves run in the background
+  try:
+    while env_steps < total_env_steps:
+      start = time.perf_counter()
+      state, metrics = step_fn(state)
+      metrics = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
+      seconds = time.perf_counter() - start
+      elapsed += seconds
+      iteration += 1
+      env_steps += env_steps_per_iteration
+      row = {"iteration": iteration, "env_steps": env_steps, "wall_time": elapsed,
+             "steps_per_s": env_steps_per_iteration / seconds, **metrics}
+      last = env_steps >= total_env_steps
+      if eval_fn is not None and (first or last or (eval_every and iteration % eval_every == 0)):
+        row.update({k: float(v) for k, v in jax.device_get(dict(eval_fn(state))).items()})
+      first = False
+      rows.append(row)
+      if log:
+        log.append(row)
+      if out_dir and (last or (checkpoint_every and iteration % checkpoint_every == 0)):
+        if manager is None:
+          manager = checkpoint_manager(out_dir, max_to_keep=keep_checkpoints)
+        _save_step(manager, iteration, state, {"iteration": iteration, "env_steps": env_steps,
+                                               "wall_time": elapsed, "config": config_dict})
+      bar.update(min(env_steps, total_env_steps) - bar.n)
+      bar.set_postfix(_postfix(last_values(rows), postfix_keys), refresh=False)
+  finally:
+    if manager is not None:
+      manager.close()  # waits for the saves in flight
+    bar.close()
   if out_dir and rows:
     plot_learning_curve(rows, os.path.join(out_dir, CURVE_FILE), y=plot_y,
                         title=desc, meta=meta[:2])

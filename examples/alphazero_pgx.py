@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import os
 from typing import Optional, Sequence
 
@@ -68,6 +67,7 @@ class Config:
   eval_every: int = 10
   eval_games: int = 256
   checkpoint_every: int = 20
+  keep_checkpoints: int = 3  # the latest checkpoints kept (orbax's max_to_keep)
 
 
 PRESETS = {
@@ -267,7 +267,7 @@ def train(config: Config, *, quiet: bool = False) -> list[dict]:
       state, step_fn, total_env_steps=config.total_env_steps,
       env_steps_per_iteration=config.num_envs * config.rollout_length, out_dir=config.out,
       resume=config.resume, config=config, eval_fn=eval_fn, eval_every=config.eval_every,
-      checkpoint_every=config.checkpoint_every,
+      checkpoint_every=config.checkpoint_every, keep_checkpoints=config.keep_checkpoints,
       postfix_keys=("win_rate", "loss_rate", "loss", "steps_per_s"),
       plot_y=("win_rate", "draw_rate", "loss_rate"),
       desc=f"{config.env_id} {config.search}", quiet=quiet)
@@ -275,8 +275,7 @@ def train(config: Config, *, quiet: bool = False) -> list[dict]:
 
 def load_agent(directory: str):
   """`(agent, params)` from a checkpoint directory written by `train`."""
-  with open(os.path.join(directory, _common.CHECKPOINT_INFO_FILE)) as f:
-    saved = json.load(f)["config"]
+  saved = _common.load_checkpoint_info(directory)["config"]
   fields = {f.name for f in dataclasses.fields(Config)}
   config = Config(**{k: tuple(v) if isinstance(v, list) else v
                      for k, v in saved.items() if k in fields})

@@ -180,6 +180,7 @@ class Config:
   entropy_cost: float = 1e-3
   eval_every: int = 5
   checkpoint_every: int = 20
+  keep_checkpoints: int = 3  # the latest checkpoints kept (orbax's max_to_keep)
 
 
 PRESETS = {
@@ -362,7 +363,7 @@ def train(config: Config, *, quiet: bool = False) -> list[dict]:
       state, step_fn, total_env_steps=config.total_env_steps,
       env_steps_per_iteration=config.num_envs * env.episode_length, out_dir=config.out,
       resume=config.resume, config=config, eval_fn=eval_fn, eval_every=config.eval_every,
-      checkpoint_every=config.checkpoint_every,
+      checkpoint_every=config.checkpoint_every, keep_checkpoints=config.keep_checkpoints,
       postfix_keys=("mean_return", "policy_return", "loss", "steps_per_s"),
       plot_y="mean_return", desc=f"{config.env} {config.search}", quiet=quiet)
 

@@ -64,6 +64,7 @@ class Config:
   value_coef: float = 1.0
   max_grad_norm: float = 1.0
   checkpoint_every: int = 20
+  keep_checkpoints: int = 3  # the latest checkpoints kept (orbax's max_to_keep)
 
 
 PRESETS = {
@@ -209,6 +210,7 @@ def train(config: Config, *, quiet: bool = False) -> list[dict]:
       state, step_fn, total_env_steps=config.total_env_steps,
       env_steps_per_iteration=config.num_envs * config.rollout_length, out_dir=config.out,
       resume=config.resume, config=config, checkpoint_every=config.checkpoint_every,
+      keep_checkpoints=config.keep_checkpoints,
       postfix_keys=("mean_return", "loss", "steps_per_s"), plot_y="mean_return",
       desc=f"snake {config.num_rows}x{config.num_cols} {config.search}", quiet=quiet)
 
