@@ -194,7 +194,7 @@ def setup(config: Config):
   batch_init = jax.vmap(env.init)
   batch_step = jax.vmap(env.step)
 
-  key = jax.random.PRNGKey(config.seed)
+  key = jax.random.key(config.seed)  # a typed key, like every key in the examples
   key, init_key, env_key = jax.random.split(key, 3)
   env_state = batch_init(jax.random.split(env_key, config.num_envs))
   params = network.init(init_key, env_state.observation[:1])
@@ -253,7 +253,7 @@ def setup(config: Config):
   @jax.jit
   def eval_fn(state):
     # A fixed key: every evaluation plays the same random opponent moves.
-    key = jax.random.PRNGKey(config.seed + 10_000)
+    key = jax.random.key(config.seed + 10_000)
     greedy = functools.partial(agent.greedy_action, state["params"])
     return play(env, greedy, random_action, key, config.eval_games)
 
@@ -298,7 +298,7 @@ def match(dir_a: str, dir_b: str, *, num_games: int = 200, seed: int = 0) -> dic
   result = jax.jit(lambda key: play(
       agent_a.env, functools.partial(agent_a.greedy_action, params_a),
       functools.partial(agent_b.greedy_action, params_b), key, num_games))(
-          jax.random.PRNGKey(seed))
+          jax.random.key(seed))
   result = {k: float(v) for k, v in result.items()}
   for name, count in (("win", "wins"), ("draw", "draws"), ("loss", "losses")):
     result[count] = round(result[f"{name}_rate"] * num_games)

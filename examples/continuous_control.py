@@ -94,9 +94,9 @@ class GymnaxEnv:
   def step(self, state, action: jax.Array):
     """`action [B, act]` in [-1, 1] -> (next state, reward [B])."""
     scaled = self._low + (jnp.clip(action, -1.0, 1.0) + 1.0) / 2.0 * (self._high - self._low)
-    keys = jnp.broadcast_to(jax.random.PRNGKey(0), (action.shape[0], 2))  # deterministic env
-    _, next_state, reward, _, _ = jax.vmap(self._env.step_env, in_axes=(0, 0, 0, None))(
-        keys, state, scaled.reshape(action.shape[0], -1), self._params)
+    # One fixed key for every environment: the environment is deterministic.
+    _, next_state, reward, _, _ = jax.vmap(self._env.step_env, in_axes=(None, 0, 0, None))(
+        jax.random.key(0), state, scaled.reshape(action.shape[0], -1), self._params)
     return next_state, reward
 
 
@@ -288,7 +288,8 @@ def setup(config: Config):
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.learning_rate))
   search = make_search(env, net, config)
 
-  key, init_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  # A typed key, like every key in the examples.
+  key, init_key = jax.random.split(jax.random.key(config.seed))
   params = net.init(init_key, jnp.zeros((1, env.observation_size)))
   state = {"params": params, "opt_state": optimizer.init(params), "rng_key": key}
 

@@ -125,7 +125,7 @@ def setup(config: Config):
   batch_reset = jax.vmap(env.reset)
   batch_step = jax.vmap(env.step)
 
-  key = jax.random.PRNGKey(config.seed)
+  key = jax.random.key(config.seed)  # a typed key, like every key in the examples
   key, init_key, env_key = jax.random.split(key, 3)
   env_state, timestep = batch_reset(jax.random.split(env_key, config.num_envs))
   params = network.init(init_key, jax.tree.map(lambda x: x[:1], timestep.observation))

@@ -79,9 +79,14 @@ def compiled():
     return _Compiled({key: future.result() for key, future in futures.items()})
 
 
+def _data(x):
+  """The array itself, or a typed key's raw data (NumPy cannot compare typed keys)."""
+  return jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+
 def _leaves_differ(a, b):
-  return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
-                                                      strict=True))
+  return any(not np.array_equal(_data(x), _data(y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 @pytest.mark.parametrize("search", [
@@ -99,7 +104,8 @@ def test_two_training_iterations_give_finite_losses_and_new_params(compiled, exa
   assert _leaves_differ(first["params"], second["params"])
   # The rollout advanced the environments and the key.
   assert _leaves_differ(state["env_state"], second["env_state"])
-  assert not np.array_equal(state["rng_key"], second["rng_key"])
+  assert jnp.issubdtype(second["rng_key"].dtype, jax.dtypes.prng_key)  # typed keys throughout
+  assert _leaves_differ(state["rng_key"], second["rng_key"])
 
 
 def test_checkpoint_save_then_resume_continues_bit_identically(compiled, tmp_path):
@@ -181,7 +187,7 @@ def test_random_players_results_are_rates_that_sum_to_one():
   import pgx
 
   env = pgx.make("tic_tac_toe")
-  key = jax.random.PRNGKey(0)
+  key = jax.random.key(0)
   play = jax.jit(lambda key: alphazero_pgx.play(
       env, alphazero_pgx.random_action, alphazero_pgx.random_action, key, 16))
   result = play.lower(key).compile(FAST_COMPILE)(key)
@@ -213,15 +219,20 @@ def test_continuous_control_env_is_gymnax_pendulum_with_actions_scaled_to_the_bo
       "gymnax", reason="needs gymnax, from the examples extra: pip install -e '.[examples]'")
   env = continuous_control.GymnaxEnv("Pendulum-v1")
   reference, params = gymnax.make("Pendulum-v1")
-  state = env.reset(jax.random.PRNGKey(0), 3)
+  state = env.reset(jax.random.key(0), 3)
   action = jnp.array([[-1.0], [0.0], [0.5]])
-  next_state, reward = env.step(state, action)
-  for b, torque in enumerate([-2.0, 0.0, 1.0]):  # [-1, 1] onto Pendulum's [-2, 2]
-    one = jax.tree_util.tree_map(lambda x, b=b: x[b], state)
-    _, want_state, want_reward, _, _ = reference.step_env(
-        jax.random.PRNGKey(1), one, jnp.array([torque]), params)
-    np.testing.assert_allclose(reward[b], want_reward, rtol=1e-6)
-    np.testing.assert_allclose(next_state.theta[b], want_state.theta, rtol=1e-6)
-  np.testing.assert_allclose(env.observe(next_state)[:, 0], jnp.cos(next_state.theta), rtol=1e-6)
-  np.testing.assert_allclose(env.observe(next_state)[:, 2], next_state.theta_dot / 8.0, rtol=1e-6)
+  torque = jnp.array([[-2.0], [0.0], [1.0]])  # [-1, 1] onto Pendulum's [-2, 2]
+
+  @jax.jit  # one compilation instead of many eager ops
+  def both(state):
+    next_state, reward = env.step(state, action)
+    _, want_state, want_reward, _, _ = jax.vmap(reference.step_env, in_axes=(None, 0, 0, None))(
+        jax.random.key(1), state, torque, params)
+    return next_state, reward, want_state, want_reward, env.observe(next_state)
+
+  next_state, reward, want_state, want_reward, observation = both(state)
+  np.testing.assert_allclose(reward, want_reward, rtol=1e-6)
+  np.testing.assert_allclose(next_state.theta, want_state.theta, rtol=1e-6)
+  np.testing.assert_allclose(observation[:, 0], jnp.cos(next_state.theta), rtol=1e-6)
+  np.testing.assert_allclose(observation[:, 2], next_state.theta_dot / 8.0, rtol=1e-6)
   assert (env.observation_size, env.action_size, env.episode_length) == (3, 1, 200)
