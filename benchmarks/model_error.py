@@ -395,7 +395,7 @@ def plot(rows, searches, budgets, kinds, path: str, meta: list[str], title: str,
   handles, labels = axes[0][0].get_legend_handles_labels()
   fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.955), fontsize=7,
              ncol=min(len(labels), 8), frameon=False)
-  fig.suptitle(title, fontsize=9, x=0.01, ha="left")
+  fig.suptitle(title, fontsize=8, x=0.01, ha="left")
   save_png(fig, path, meta)
 
 
@@ -481,10 +481,12 @@ def run(mode: str = "quick", *, out: str | None = None, searches=None, families=
     f.write(f"<!-- {' | '.join(meta)} -->\n{markdown}")
   figures = {"pooled": "model_error.png", **{f: f"model_error_{f}.png" for f in alone}}
   for family, name in figures.items():
+    group = groups.get(family, [family])
+    what = family if len(group) == 1 else f"{len(group)} families pooled ({', '.join(group)})"
     plot(rows, names, budgets, kinds, f"{out}/{name}", meta,
-         f"Searching a corrupted model ({noise} errors), scored against the true values; "
-         f"{pooled_label if family == 'pooled' else family}: mean ± s.e. over "
-         f"{size['instances']} instances per family × {len(networks)} networks", family=family)
+         f"Searching a corrupted model ({noise} errors), scored against the true values. "
+         f"{what}; mean ± s.e. over {size['instances']} instances × {len(networks)} networks",
+         family=family)
   doc = dict(metadata=meta, command=command, mode=mode, noise=noise, seed_offset=seed_offset,
              size=size, levels=levels, families=families, networks=networks,
              searches={n: dict(policy=f"{p.__module__}.{p.__name__}", kwargs=k)
