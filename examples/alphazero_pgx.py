@@ -2,7 +2,8 @@
 
 The game itself is the search model (`smctx.models.pgx_model`). Each iteration plays
 `rollout_length` moves in `num_envs` parallel self-play games inside a jitted `lax.scan` (finished
-games restart in the rollout, never inside the search), then trains the network on the search's
+games restart through pgx's `auto_reset` in the rollout; the search steps the raw game), then
+trains the network on the search's
 `action_weights` and on the game outcome from the mover's view (`-1` discount per ply; a segment
 cut mid-game is bootstrapped with the network's value). Every `eval_every` iterations the agent
 (greedy on `action_weights`) plays `eval_games` games against a uniformly random player, half
@@ -138,9 +139,10 @@ def make_agent(config: Config) -> Agent:
 
 
 def random_action(rng_key, state):
-  """A uniformly random legal action per game `[B]`."""
-  logits = jnp.where(state.legal_action_mask, 0.0, -jnp.inf)
-  return jax.random.categorical(rng_key, logits)
+  """A uniformly random legal action per game `[B]` (pgx's `act_randomly`)."""
+  from pgx.experimental import act_randomly
+
+  return act_randomly(rng_key, state.legal_action_mask)
 
 
 def play(env, act_0, act_1, rng_key, num_games: int, max_moves: int = 1000):
@@ -191,8 +193,13 @@ def setup(config: Config):
                                          num_updates=config.num_updates,
                                          batch_size=config.batch_size,
                                          value_coef=config.value_coef)
+  from pgx.experimental import auto_reset
+
   batch_init = jax.vmap(env.init)
-  batch_step = jax.vmap(env.step)
+  # The self-play rollout's step: a finished game restarts (pgx's auto-reset; the search steps the
+  # raw `env`). The new game's first state keeps the finished game's `terminated`, `truncated`
+  # and `rewards` (the rollout reads them) until its next step.
+  train_step = jax.vmap(auto_reset(env.step, env.init))
 
   key = jax.random.key(config.seed)  # a typed key, like every key in the examples
   key, init_key, env_key = jax.random.split(key, 3)
@@ -203,15 +210,21 @@ def setup(config: Config):
 
   def act(params, carry, rng_key):
     env_state, game_length = carry
-    search_key, explore_key, step_key, reset_key = jax.random.split(rng_key, 4)
+    search_key, explore_key, step_key = jax.random.split(rng_key, 3)
+    # A game restarted by the last step is live: the search must not see the old game's flags.
+    env_state = env_state.replace(terminated=jnp.zeros_like(env_state.terminated),
+                                  truncated=jnp.zeros_like(env_state.truncated),
+                                  rewards=jnp.zeros_like(env_state.rewards))
     output = agent.policy(params, search_key, env_state)
     mover = env_state.current_player
     explore_key, coin_key = jax.random.split(explore_key)
     explore = jax.random.uniform(coin_key, (config.num_envs,)) < config.random_move_prob
     action = jnp.where(explore, random_action(explore_key, env_state), output.action)
-    next_state = batch_step(env_state, action, jax.random.split(step_key, config.num_envs))
+    # Where `ended`, `next_state` is already the next game's first state.
+    next_state = train_step(env_state, action, jax.random.split(step_key, config.num_envs))
     reward = jnp.take_along_axis(next_state.rewards, mover[:, None], axis=1)[:, 0]
     ended = next_state.terminated | next_state.truncated
+    # Only used where the game goes on (the discount is 0 where it ended).
     _, value_next = network.apply(params, next_state.observation)
     game_length = game_length + 1
     transition = {
@@ -225,11 +238,7 @@ def setup(config: Config):
         "finished_length": jnp.where(ended, game_length, 0),
         "first_player_won": ended & (reward > 0) & (mover == 0),
     }
-    # Auto-reset of finished games: the self-play rollout only, never inside the search.
-    reset_state = batch_init(jax.random.split(reset_key, config.num_envs))
-    env_state = jax.tree.map(lambda new, old: jax.vmap(jnp.where)(ended, new, old),
-                             reset_state, next_state)
-    return (env_state, jnp.where(ended, 0, game_length)), transition
+    return (next_state, jnp.where(ended, 0, game_length)), transition
 
   @jax.jit
   def step_fn(state):

@@ -4,7 +4,8 @@ The environment itself is the search model (`smctx.models.jumanji_model`). Each 
 
 1. a jitted `lax.scan` rollout of `rollout_length` steps over `num_envs` vectorised games: at
    every step the search picks the action from the current state; finished episodes are reset
-   in the rollout (never inside the search);
+   by jumanji's `VmapAutoResetWrapper` in the rollout, while the search steps the raw
+   environment (so never resets inside a search);
 2. targets: the policy target is the search's `action_weights`, the value target the discounted
    return to the end of the segment, bootstrapped with the network's value there (so a Monte
    Carlo return when the episode ended inside the segment);
@@ -103,6 +104,7 @@ class Network(nn.Module):
 
 
 def make_env(config: Config):
+  """The raw environment: the search's model (the training rollout wraps it)."""
   from jumanji.environments import Snake
 
   return Snake(num_rows=config.num_rows, num_cols=config.num_cols, time_limit=config.time_limit)
@@ -122,12 +124,15 @@ def setup(config: Config):
   update = _common.make_alphazero_update(apply_fn, optimizer, num_updates=config.num_updates,
                                          batch_size=config.batch_size,
                                          value_coef=config.value_coef)
-  batch_reset = jax.vmap(env.reset)
-  batch_step = jax.vmap(env.step)
+  from jumanji.wrappers import VmapAutoResetWrapper
+
+  # The training rollout's environments: batched, finished episodes reset by jumanji (with the
+  # observation that ended them in `extras["next_obs"]`). The search keeps the raw `env`.
+  train_env = VmapAutoResetWrapper(env, next_obs_in_extras=True)
 
   key = jax.random.key(config.seed)  # a typed key, like every key in the examples
   key, init_key, env_key = jax.random.split(key, 3)
-  env_state, timestep = batch_reset(jax.random.split(env_key, config.num_envs))
+  env_state, timestep = train_env.reset(jax.random.split(env_key, config.num_envs))
   params = network.init(init_key, jax.tree.map(lambda x: x[:1], timestep.observation))
   state = {
       "params": params,
@@ -141,16 +146,16 @@ def setup(config: Config):
 
   def act(params, carry, rng_key):
     env_state, observation, episode_return, episode_length = carry
-    search_key, reset_key = jax.random.split(rng_key)
-    root = root_fn(params, search_key, env_state, observation)
+    root = root_fn(params, rng_key, env_state, observation)
     invalid = ~observation.action_mask
     # A trapped snake has no valid move; let the search choose among all (each ends the game).
     invalid = jnp.where(jnp.all(invalid, axis=-1, keepdims=True), False, invalid)
-    output = search(params, search_key, root, recurrent_fn, config.num_simulations,
+    output = search(params, rng_key, root, recurrent_fn, config.num_simulations,
                     invalid_actions=invalid, max_depth=config.max_depth)
-    next_state, timestep = batch_step(env_state, output.action)
+    # Where `done`, `env_state` and `timestep.observation` already belong to the next episode.
+    env_state, timestep = train_env.step(env_state, output.action)
     done = timestep.last()
-    _, value_next = apply_fn(params, timestep.observation)
+    _, value_next = apply_fn(params, timestep.extras["next_obs"])
     episode_return = episode_return + timestep.reward
     episode_length = episode_length + 1
     transition = {
@@ -164,14 +169,9 @@ def setup(config: Config):
         "finished_return": jnp.where(done, episode_return, 0.0),
         "finished_length": jnp.where(done, episode_length, 0),
     }
-    # Auto-reset of finished episodes: the training rollout only, never inside the search.
-    reset_state, reset_timestep = batch_reset(jax.random.split(reset_key, config.num_envs))
-    pick = lambda new, old: jax.vmap(jnp.where)(done, new, old)
-    env_state = jax.tree.map(pick, reset_state, next_state)
-    observation = jax.tree.map(pick, reset_timestep.observation, timestep.observation)
     episode_return = jnp.where(done, 0.0, episode_return)
     episode_length = jnp.where(done, 0, episode_length)
-    return (env_state, observation, episode_return, episode_length), transition
+    return (env_state, timestep.observation, episode_return, episode_length), transition
 
   @jax.jit
   def step_fn(state):
