@@ -12,15 +12,14 @@ and `train_loop` runs it with a tqdm bar, a metrics CSV, orbax checkpoints and a
 PNG:
 
 ```python
-parser = argparse.ArgumentParser()
-_common.add_common_flags(parser, PRESETS)
-config = _common.resolve_config(Config, PRESETS, parser.parse_args())
+config, _ = _common.parse_config(Config, PRESETS)  # --preset NAME, then a flag per field
 search = _common.make_search(config.search, num_particles=config.num_particles)
 rows = _common.train_loop(state, step_fn, total_env_steps=..., env_steps_per_iteration=...,
                           out_dir=config.out, resume=config.resume, config=config)
 ```
 
-Public API (stable): `SEARCHES`, `add_common_flags`, `resolve_config`, `make_search`,
+Public API (stable): `Search`, `SEARCHES`, `parse_config`, `add_common_flags`, `resolve_config`,
+`make_search`,
 `metadata`, `MetricsLog`, `read_csv`, `checkpoint_manager`, `save_checkpoint`, `load_checkpoint`,
 `load_checkpoint_info`, `checkpoint_exists`, `progress_bar`, `train_loop`, `last_values`,
 `plot_learning_curve`, `plot_bands`, and the jittable AlphaZero pieces `bootstrapped_returns`,
@@ -44,7 +43,8 @@ import platform
 import shutil
 import subprocess
 import time
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+import typing
+from typing import Any, Callable, Iterable, Literal, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +53,9 @@ import numpy as np
 
 import smctx
 
-SEARCHES = ("gumbel", "smc", "smcts", "tsmcts", "tsmcts_paper")
+# The search policies of the examples (the type of their configs' `search` field).
+Search = Literal["gumbel", "smc", "smcts", "tsmcts", "tsmcts_paper"]
+SEARCHES = typing.get_args(Search)
 
 _POLICIES = {
     "smc": smctx.smc_policy,
@@ -72,9 +74,60 @@ CURVE_FILE = "learning_curve.png"
 # Flags and configs.
 
 
+def _usage(action: argparse.Action) -> str:
+  if action.nargs == 0:
+    return action.option_strings[0]
+  if isinstance(action.metavar, tuple):
+    metavar = " ".join(action.metavar)
+  elif action.choices:
+    metavar = "{" + ",".join(map(str, action.choices)) + "}"
+  else:
+    metavar = action.metavar or action.dest.upper()
+  return f"{action.option_strings[0]} {metavar}"
+
+
+def parse_config(config_cls, presets: Mapping[str, Mapping[str, Any]],
+                 argv: Optional[Sequence[str]] = None, *,
+                 extra: Optional[argparse.ArgumentParser] = None, description: str = "",
+                 default_preset: str = "quick") -> tuple[Any, argparse.Namespace]:
+  """`(config, extra_args)` from the command line: a preset, then a flag for every config field.
+
+  `--preset NAME` picks the preset whose values are the defaults; then every field of the
+  dataclass `config_cls` is a flag (tyro): `--num-simulations 64`, `--hidden-sizes 64 64`,
+  `--conv-channels` (an empty tuple), `--max-depth None`, `--resume` / `--no-resume`. So
+  `--preset full --num-simulations 64` changes one field of the full preset. `--help` lists every
+  field with its default under the chosen preset.
+
+  Args:
+    config_cls: a dataclass; its fields' types give the flags' types and choices (`Literal`).
+    presets: `{name: {field: value}}`.
+    argv: the arguments (default: `sys.argv[1:]`).
+    extra: a parser (made with `add_help=False, allow_abbrev=False`) of flags that are not
+      config fields, e.g. `--eval-match A B`; they are parsed first and shown in `--help`.
+    description: the text at the top of `--help`.
+    default_preset: the preset without `--preset`.
+
+  Returns:
+    The config and the namespace of `extra`'s flags (with `preset`).
+  """
+  import tyro
+
+  parser = extra or argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+  preset = parser.add_argument("--preset", choices=sorted(presets), default=default_preset)
+  known, rest = parser.parse_known_args(argv)
+  default = resolve_config(config_cls, presets, {"preset": known.preset})
+  extras = [f"{_usage(a)}: {a.help or ''}" for a in parser._actions
+            if a.option_strings and a is not preset]
+  text = "\n\n".join([description or (config_cls.__doc__ or ""),
+                       f"--preset {{{','.join(sorted(presets))}}} sets the defaults below "
+                       f"(default: {default_preset}); the other flags change single fields."]
+                      + extras)
+  return tyro.cli(config_cls, args=rest, default=default, description=text), known
+
+
 def add_common_flags(parser: argparse.ArgumentParser, presets: Mapping[str, Mapping[str, Any]],
                      *, default_preset: str = "quick") -> argparse.ArgumentParser:
-  """Adds the flags every example shares.
+  """Adds the flags every example shares (argparse; the examples use `parse_config`).
 
   `--search {gumbel,smc,smcts,tsmcts}`, `--num-simulations`, `--num-particles`, `--seed`,
   `--preset`, `--out DIR`, `--resume`. Flags left unset (None) keep the preset's value (see

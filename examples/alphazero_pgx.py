@@ -9,7 +9,7 @@ cut mid-game is bootstrapped with the network's value). Every `eval_every` itera
 (greedy on `action_weights`) plays `eval_games` games against a uniformly random player, half
 with each colour, and logs its win / draw / loss rates.
 
-Usage (see `--help`):
+Usage (`--help` lists every config field as a flag, with the defaults of `--preset`):
 
   python examples/alphazero_pgx.py --preset quick --search tsmcts --out runs/ttt_tsmcts
   python examples/alphazero_pgx.py --preset full --search tsmcts --out runs/c4   # GPU
@@ -25,7 +25,7 @@ import argparse
 import dataclasses
 import functools
 import os
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import _common
 import flax.linen as nn
@@ -39,35 +39,35 @@ from smctx import models
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything a run depends on; presets fill it, flags override single fields."""
-  search: str = "tsmcts"
-  num_simulations: int = 64
-  num_particles: Optional[int] = None
-  seed: int = 0
-  preset: str = "quick"
-  out: Optional[str] = None
-  resume: bool = False
-  env_id: str = "tic_tac_toe"
+  search: _common.Search = "tsmcts"  # the search policy (gumbel: mctx's Gumbel MuZero)
+  num_simulations: int = 64  # model evaluations per search
+  num_particles: Optional[int] = None  # particles of the smctx searches (None: from the budget)
+  seed: int = 0  # random seed
+  preset: Literal["quick", "full"] = "quick"  # quick (CPU, minutes) or full (GPU)
+  out: Optional[str] = None  # directory for metrics.csv, checkpoints/, learning_curve.png
+  resume: bool = False  # continue from the latest checkpoint in --out
+  env_id: str = "tic_tac_toe"  # a two-player pgx game
   # Self-play.
-  num_envs: int = 64
-  rollout_length: int = 16
-  total_env_steps: int = 300_000
-  max_depth: Optional[int] = None
+  num_envs: int = 64  # games played in parallel
+  rollout_length: int = 16  # moves per game per iteration
+  total_env_steps: int = 300_000  # moves of the whole run
+  max_depth: Optional[int] = None  # the search's depth limit (None: the search's default)
   # Exploration: the probability of a uniformly random legal move in self-play (the policy
   # target is still the search's); without it self-play settles into one perfect line and the
   # agent never sees the positions a weak opponent creates.
-  random_move_prob: float = 0.1
+  random_move_prob: float = 0.1  # probability of a uniformly random legal move in self-play
   # Network and optimiser.
-  hidden_sizes: Sequence[int] = (128, 128)
-  conv_channels: Sequence[int] = ()
-  learning_rate: float = 1e-3
-  num_updates: int = 4
-  batch_size: int = 256
-  value_coef: float = 1.0
-  max_grad_norm: float = 1.0
+  hidden_sizes: tuple[int, ...] = (128, 128)  # MLP layer widths
+  conv_channels: tuple[int, ...] = ()  # 3x3 convolution channels before the MLP (none: no conv)
+  learning_rate: float = 1e-3  # Adam's step size
+  num_updates: int = 4  # Adam steps per iteration
+  batch_size: int = 256  # samples per Adam step
+  value_coef: float = 1.0  # weight of the value loss
+  max_grad_norm: float = 1.0  # gradient clipping by global norm
   # Evaluation against a uniformly random player.
-  eval_every: int = 10
-  eval_games: int = 256
-  checkpoint_every: int = 20
+  eval_every: int = 10  # iterations between evaluations against a random player
+  eval_games: int = 256  # games per evaluation (half with each colour); also --eval-match's
+  checkpoint_every: int = 20  # iterations between checkpoints (and one at the end)
   keep_checkpoints: int = 3  # the latest checkpoints kept (orbax's max_to_keep)
 
 
@@ -317,31 +317,26 @@ def match(dir_a: str, dir_b: str, *, num_games: int = 200, seed: int = 0) -> dic
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  _common.add_common_flags(parser, PRESETS)
-  parser.add_argument("--env-id", default=None, help="pgx game (default: the preset's)")
-  parser.add_argument("--total-env-steps", type=int, default=None)
-  parser.add_argument("--num-envs", type=int, default=None)
-  parser.add_argument("--eval-games", type=int, default=None)
-  parser.add_argument("--eval-match", nargs=2, metavar=("CKPT_A", "CKPT_B"), default=None,
-                      help="play two trained agents (checkpoint directories) against each "
-                           "other, both colours, and report A's W/D/L")
-  args = parser.parse_args(argv)
+  extra = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+  extra.add_argument("--eval-match", nargs=2, metavar=("CKPT_A", "CKPT_B"), default=None,
+                     help="play two trained agents (checkpoint directories) against each other, "
+                          "both colours, --eval-games games, and report A's W/D/L")
+  config, args = _common.parse_config(Config, PRESETS, argv, extra=extra,
+                                      description=__doc__.split("\n\n")[0])
   if args.eval_match:
-    result = match(*args.eval_match, num_games=args.eval_games or 200, seed=args.seed or 0)
+    result = match(*args.eval_match, num_games=config.eval_games, seed=config.seed)
     print(f"A = {result['a']}\nB = {result['b']}\nA vs B over {result['games']} games: "
           f"W/D/L = {result['wins']}/{result['draws']}/{result['losses']}")
     for seat in ("first", "second"):
       print(f"  A moving {seat}: W/D/L rates = {result[f'win_rate_{seat}']:.3f}/"
             f"{result[f'draw_rate_{seat}']:.3f}/{result[f'loss_rate_{seat}']:.3f}")
-    if args.out:
-      path = os.path.join(args.out, "match.csv")
+    if config.out:
+      path = os.path.join(config.out, "match.csv")
       log = _common.MetricsLog(path, _common.metadata([f"match: A = {result['a']}, "
                                                        f"B = {result['b']}"]))
       log.append({k: v for k, v in result.items() if k not in ("a", "b")})
       print(f"wrote {path}")
     return result
-  config = _common.resolve_config(Config, PRESETS, args)
   rows = train(config)
   last = _common.last_values(rows)
   print(f"vs uniformly random player ({config.eval_games} games, both colours): "

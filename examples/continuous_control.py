@@ -15,7 +15,7 @@ environment step) plus the value and policy networks at the next state:
 * value loss: squared error to TD(λ) returns of the episode, bootstrapped with
   the search values of the visited states.
 
-Usage:
+Usage (`--help` lists every config field as a flag, with the defaults of `--preset`):
 
     python examples/continuous_control.py                  # quick preset, TSMCTS
     python examples/continuous_control.py --search smc     # the SMC baseline
@@ -37,7 +37,7 @@ import json
 import math
 import os
 import time
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import _common
 import flax.linen as nn
@@ -159,27 +159,27 @@ SEARCHES = ("smc", "smcts", "tsmcts")
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything a run depends on; presets fill it, flags override single fields."""
-  search: str = "tsmcts"
-  num_simulations: int = 64
-  num_particles: Optional[int] = None
+  search: Literal["smc", "smcts", "tsmcts"] = "tsmcts"  # the sampled-action search policy
+  num_simulations: int = 64  # model evaluations per search
+  num_particles: Optional[int] = None  # particles (None: chosen from the budget)
   num_candidates: int = 8  # M: candidate actions sampled from the policy at the root
-  seed: int = 0
-  preset: str = "quick"
-  out: Optional[str] = None
-  resume: bool = False
+  seed: int = 0  # random seed
+  preset: Literal["quick", "full"] = "quick"  # quick (CPU, minutes) or full (GPU)
+  out: Optional[str] = None  # directory (default: examples/results/continuous_<search>)
+  resume: bool = False  # continue from the latest checkpoint in --out
   env: str = "Pendulum-v1"  # a deterministic continuous-action gymnax environment
   num_envs: int = 16  # episodes played in parallel; one iteration = one episode each
-  total_env_steps: int = 16 * 200 * 60
-  discount: float = 0.97
+  total_env_steps: int = 16 * 200 * 60  # environment steps of the whole run
+  discount: float = 0.97  # discount per step (search and value targets)
   reward_scale: float = 0.1  # rewards as the search and the value network see them
-  td_lambda: float = 0.9
-  hidden: int = 64
-  learning_rate: float = 1e-3
-  num_epochs: int = 2
-  batch_size: int = 256
-  entropy_cost: float = 1e-3
-  eval_every: int = 5
-  checkpoint_every: int = 20
+  td_lambda: float = 0.9  # lambda of the TD(lambda) value targets
+  hidden: int = 64  # width of the policy and value MLPs
+  learning_rate: float = 1e-3  # Adam's step size
+  num_epochs: int = 2  # passes over each iteration's data
+  batch_size: int = 256  # samples per Adam step
+  entropy_cost: float = 1e-3  # weight of the entropy bonus on the Gaussian policy
+  eval_every: int = 5  # iterations between evaluations of the policy network alone
+  checkpoint_every: int = 20  # iterations between checkpoints (and one at the end)
   keep_checkpoints: int = 3  # the latest checkpoints kept (orbax's max_to_keep)
 
 
@@ -441,19 +441,13 @@ def compare(config: Config, searches: Sequence[str], seeds: int, out: str) -> li
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  _common.add_common_flags(parser, PRESETS)
-  parser.add_argument("--num-candidates", type=int, default=None,
-                      help="M, candidate actions sampled from the policy at the root")
-  parser.add_argument("--total-env-steps", type=int, default=None)
-  parser.add_argument("--num-envs", type=int, default=None)
-  parser.add_argument("--compare", action="store_true",
-                      help="train SMC and TSMCTS at the same budget and compare their returns")
-  parser.add_argument("--seeds", type=int, default=3, help="seeds per search with --compare")
-  args = parser.parse_args(argv)
-  if args.search == "gumbel":
-    parser.error("--search gumbel has no sampled-action version; use smc, smcts or tsmcts")
-  config = _common.resolve_config(Config, PRESETS, args)
+  extra = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+  extra.add_argument("--compare", action="store_true",
+                     help="train SMC and TSMCTS at the same budget and compare their returns")
+  extra.add_argument("--seeds", type=int, default=3, help="seeds per search with --compare")
+  # `--search` takes smc, smcts or tsmcts: mctx has no sampled-action Gumbel MuZero.
+  config, args = _common.parse_config(Config, PRESETS, argv, extra=extra,
+                                      description=__doc__.split("\n\n")[0])
   if args.compare:
     compare(config, ("smc", "tsmcts"), args.seeds, config.out or RESULTS)
     return

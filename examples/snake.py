@@ -11,7 +11,7 @@ The environment itself is the search model (`smctx.models.jumanji_model`). Each 
    Carlo return when the episode ended inside the segment);
 3. `num_updates` Adam steps on minibatches of the segment.
 
-Usage (see `--help`):
+Usage (`--help` lists every config field as a flag, with the defaults of `--preset`):
 
   python examples/snake.py --preset quick --search tsmcts --out examples/results/snake_tsmcts
   python examples/snake.py --preset quick --search gumbel --num-simulations 16
@@ -22,10 +22,9 @@ Usage (see `--help`):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import _common
 import flax.linen as nn
@@ -39,32 +38,32 @@ from smctx import models
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything a run depends on; presets fill it, flags override single fields."""
-  search: str = "tsmcts"
-  num_simulations: int = 16
-  num_particles: Optional[int] = None
-  seed: int = 0
-  preset: str = "quick"
-  out: Optional[str] = None
-  resume: bool = False
+  search: _common.Search = "tsmcts"  # the search policy (gumbel: mctx's Gumbel MuZero)
+  num_simulations: int = 16  # model evaluations per search
+  num_particles: Optional[int] = None  # particles of the smctx searches (None: from the budget)
+  seed: int = 0  # random seed
+  preset: Literal["quick", "full"] = "quick"  # quick (CPU, minutes) or full (GPU)
+  out: Optional[str] = None  # directory for metrics.csv, checkpoints/, learning_curve.png
+  resume: bool = False  # continue from the latest checkpoint in --out
   # Environment.
-  num_rows: int = 6
-  num_cols: int = 6
-  time_limit: int = 100
+  num_rows: int = 6  # board rows
+  num_cols: int = 6  # board columns
+  time_limit: int = 100  # steps per episode at most
   # Rollouts.
-  num_envs: int = 32
-  rollout_length: int = 16
-  total_env_steps: int = 1_000_000
-  discount: float = 0.97
-  max_depth: Optional[int] = None
+  num_envs: int = 32  # environments stepped in parallel
+  rollout_length: int = 16  # steps per environment per iteration
+  total_env_steps: int = 1_000_000  # environment steps of the whole run
+  discount: float = 0.97  # discount per step (search and value targets)
+  max_depth: Optional[int] = None  # the search's depth limit (None: the search's default)
   # Network and optimiser.
-  hidden_sizes: Sequence[int] = (128, 128)
-  conv_channels: Sequence[int] = ()
-  learning_rate: float = 1e-3
-  num_updates: int = 4
-  batch_size: int = 128
-  value_coef: float = 1.0
-  max_grad_norm: float = 1.0
-  checkpoint_every: int = 20
+  hidden_sizes: tuple[int, ...] = (128, 128)  # MLP layer widths
+  conv_channels: tuple[int, ...] = ()  # 3x3 convolution channels before the MLP (none: no conv)
+  learning_rate: float = 1e-3  # Adam's step size
+  num_updates: int = 4  # Adam steps per iteration
+  batch_size: int = 128  # samples per Adam step
+  value_coef: float = 1.0  # weight of the value loss
+  max_grad_norm: float = 1.0  # gradient clipping by global norm
+  checkpoint_every: int = 20  # iterations between checkpoints (and one at the end)
   keep_checkpoints: int = 3  # the latest checkpoints kept (orbax's max_to_keep)
 
 
@@ -216,12 +215,7 @@ def train(config: Config, *, quiet: bool = False) -> list[dict]:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  _common.add_common_flags(parser, PRESETS)
-  parser.add_argument("--total-env-steps", type=int, default=None)
-  parser.add_argument("--num-envs", type=int, default=None)
-  args = parser.parse_args(argv)
-  config = _common.resolve_config(Config, PRESETS, args)
+  config, _ = _common.parse_config(Config, PRESETS, argv, description=__doc__.split("\n\n")[0])
   rows = train(config)
   finished = [r for r in rows if r["mean_return"] == r["mean_return"]]
   if finished:

@@ -6,7 +6,9 @@ The example modules are loaded from `examples/` with importlib and registered in
 compiles outside the GIL), and shared by the tests.
 """
 
+import argparse
 import concurrent.futures
+import dataclasses
 import importlib.util
 import math
 import os
@@ -164,13 +166,37 @@ def test_two_player_returns_alternate_sign():
 
 
 def test_resolve_config_takes_preset_then_set_flags():
-  parser = common.add_common_flags(__import__("argparse").ArgumentParser(), snake.PRESETS)
+  parser = common.add_common_flags(argparse.ArgumentParser(), snake.PRESETS)
   config = common.resolve_config(snake.Config, snake.PRESETS,
                                  parser.parse_args(["--preset", "full", "--search", "smc"]))
   assert config.search == "smc" and config.num_rows == 12
   assert config.num_simulations == snake.PRESETS["full"]["num_simulations"]
   config = common.resolve_config(snake.Config, snake.PRESETS, {"num_simulations": 4})
   assert config.preset == "quick" and config.num_simulations == 4
+
+
+def test_parse_config_takes_preset_then_a_flag_for_every_field(capsys):
+  config, _ = common.parse_config(snake.Config, snake.PRESETS, [
+      "--preset", "full", "--search", "smc", "--hidden-sizes", "64", "64", "--conv-channels",
+      "--max-depth", "3", "--discount", "0.9", "--resume", "--out", "runs/x"])
+  assert config.preset == "full" and config.num_rows == 12  # the full preset's
+  assert config.search == "smc" and config.hidden_sizes == (64, 64) and config.conv_channels == ()
+  assert (config.max_depth, config.discount, config.resume, config.out) == (3, 0.9, True, "runs/x")
+  assert (common.parse_config(snake.Config, snake.PRESETS, [])[0]
+          == common.resolve_config(snake.Config, snake.PRESETS, {}))
+  # Flags that are not config fields are parsed first; `--seed` is not taken for `--seeds`.
+  extra = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+  extra.add_argument("--seeds", type=int, default=3)
+  config, args = common.parse_config(continuous_control.Config, continuous_control.PRESETS,
+                                     ["--seed", "2"], extra=extra)
+  assert (config.seed, args.seeds, args.preset) == (2, 3, "quick")
+  # Every field of every example's config is a flag.
+  for module in (snake, alphazero_pgx, continuous_control):
+    with pytest.raises(SystemExit):
+      common.parse_config(module.Config, module.PRESETS, ["--help"])
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(module.Config):
+      assert "--" + field.name.replace("_", "-") in text, (module.__name__, field.name)
 
 
 def test_make_search_gumbel_is_mctx_and_ignores_num_particles():
