@@ -19,11 +19,10 @@ rows = _common.train_loop(state, step_fn, total_env_steps=..., env_steps_per_ite
 ```
 
 Public API (stable): `Search`, `SEARCHES`, `parse_config`, `add_common_flags`, `resolve_config`,
-`make_search`,
-`metadata`, `MetricsLog`, `read_csv`, `checkpoint_manager`, `save_checkpoint`, `load_checkpoint`,
-`load_checkpoint_info`, `checkpoint_exists`, `progress_bar`, `train_loop`, `last_values`,
-`plot_learning_curve`, `plot_bands`, and the jittable AlphaZero pieces `bootstrapped_returns`,
-`alphazero_loss`, `make_alphazero_update`.
+`make_search`, `metadata`, `MetricsLog`, `read_csv`, `checkpoint_manager`, `save_checkpoint`,
+`load_checkpoint`, `load_checkpoint_info`, `checkpoint_exists`, `progress_bar`, `train_loop`,
+`last_values`, `iqm`, `iqm_and_ci`, `plot_learning_curve`, `plot_bands`, and the jittable
+AlphaZero pieces `bootstrapped_returns`, `alphazero_loss`, `make_alphazero_update`.
 
 Examples import this module as `import _common` (`examples/` is on `sys.path` when an example runs
 as a script; tests load it with importlib and register it in `sys.modules`).
@@ -618,12 +617,65 @@ def _interpolate(runs: Sequence[tuple[np.ndarray, np.ndarray]], num: int = 100):
                                   np.nan) for x, y in runs])
 
 
+# Statistics over seeds. rliable (`rliable.metrics.aggregate_iqm`,
+# `rliable.library.get_interval_estimates`) is the usual tool, but it does not import next to
+# pandas 3: its dependency arch 7.2 calls pandas' `deprecate_kwarg` with the old signature
+# (TypeError at import). The same estimates come from scipy: the IQM is `trim_mean(x, 0.25)`
+# (what `aggregate_iqm` computes) and the interval a percentile bootstrap over runs (rliable's
+# default method; with one task its stratified bootstrap is this plain one).
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def iqm(values, axis: int = 0):
+  """Interquartile mean along `axis`: the mean of the middle 50 % (25 % cut at each end)."""
+  from scipy import stats
+
+  return stats.trim_mean(values, 0.25, axis=axis)
+
+
+def iqm_and_ci(values, *, confidence: float = CONFIDENCE,
+               n_resamples: int = BOOTSTRAP_RESAMPLES,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`(iqm, low, high)` over the runs (axis 0) of `values` `[runs, ...]`.
+
+  `low`, `high` bound the `confidence` percentile-bootstrap interval of the IQM, resampling
+  runs. Non-finite entries (a run that does not reach a point) are left out of that point's
+  statistics; a point with one finite run has that run's value as IQM and a nan interval.
+  """
+  from scipy import stats
+
+  values = np.asarray(values, float)
+  flat = values.reshape(values.shape[0], -1)
+  out = np.full((3, flat.shape[1]), np.nan)
+  finite = np.isfinite(flat)
+  # One bootstrap per pattern of runs present (usually one: every run everywhere).
+  for pattern in {tuple(column) for column in finite.T}:
+    runs = np.asarray(pattern)
+    if not runs.any():
+      continue
+    cols = (finite == runs[:, None]).all(0)
+    data = flat[runs][:, cols]
+    out[0, cols] = iqm(data, axis=0)
+    if len(data) > 1:
+      result = stats.bootstrap(
+          (data,), lambda x, axis: iqm(x, axis=axis), n_resamples=n_resamples,
+          confidence_level=confidence, method="percentile", axis=0, vectorized=True,
+          rng=np.random.default_rng(seed))
+      out[1, cols], out[2, cols] = result.confidence_interval
+  center, low, high = (o.reshape(values.shape[1:]) for o in out)
+  return center, low, high
+
+
 def plot_bands(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], path: str, *,
                y: str = "mean_return", xs: Sequence[tuple[str, str]] = (
                    ("env_steps", "environment steps"), ("wall_time", "wall-clock time (s)")),
                band: str = "minmax", title: str = "", meta: Sequence[str] = ()) -> None:
-  """One panel per x key: mean of `y` over seeds with a min-max (or ±std) band, per label.
+  """One panel per x key: a curve of `y` over seeds with a band around it, per label.
 
+  `band="minmax"`: the mean with the min-max band; `"std"`: the mean ± std; `"iqm"`: the
+  interquartile mean with its 95 % percentile-bootstrap interval over seeds (`iqm_and_ci`).
   `curves[label]` is a list of runs (one per seed), each a list of metric rows. Runs are
   interpolated onto a common grid over the union of their x ranges; where only some runs reach
   (the end of the wall-clock axis), the statistics are over those.
@@ -639,7 +691,9 @@ def plot_bands(curves: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], path
       covered = np.isfinite(values).any(0)
       grid, values = grid[covered], values[:, covered]
       mean = np.nanmean(values, 0)
-      if band == "std":
+      if band == "iqm":
+        mean, low, high = iqm_and_ci(values)
+      elif band == "std":
         low, high = mean - np.nanstd(values, 0), mean + np.nanstd(values, 0)
       else:
         low, high = np.nanmin(values, 0), np.nanmax(values, 0)

@@ -5,10 +5,12 @@ search in `--searches` and every seed `0 .. --seeds-1`, all at the same `--num-s
 
 * writes `compare.csv` (per run, up to ~200 evenly spaced iterations: search, seed, env_steps,
   wall_time, the metric, its smoothed value and the losses) and `compare_summary.csv` (per
-  search: final metric mean/std/min/max over seeds, wall time), both with device and versions
+  search: final metric mean/std/min/max over seeds, its interquartile mean (IQM) with a 95 %
+  percentile-bootstrap confidence interval over seeds, wall time), both with device and versions
   as `# ` lines;
-* plots `compare.png`: mean over seeds with a min-max band of the metric against environment
-  steps (left) and wall-clock time (right).
+* plots `compare.png`: the IQM over seeds with its bootstrap confidence band, against environment
+  steps (left) and wall-clock time (right). (rliable's estimators, computed with scipy: see
+  `_common.iqm_and_ci`.)
 
 The snake metric is the mean episode return smoothed over `--smooth` iterations (episodes end at
 irregular times, so single iterations are noisy); the pgx metric is the win rate against a
@@ -130,14 +132,19 @@ def _write(out, env, preset, curves, summary, metric, y):
   for search in curves:
     finals = np.asarray([s["final"] for s in summary if s["search"] == search])
     walls = np.asarray([s["wall_time"] for s in summary if s["search"] == search])
+    center, low, high = _common.iqm_and_ci(finals)
     per_search.append({
         "search": search, "seeds": len(finals), "num_simulations": summary[0]["num_simulations"],
         "env_steps": summary[0]["env_steps"], f"final_{metric}_mean": finals.mean(),
         f"final_{metric}_std": finals.std(), f"final_{metric}_min": finals.min(),
-        f"final_{metric}_max": finals.max(), "wall_time_mean": walls.mean(),
-        "finals": " ".join(f"{v:.3f}" for v in finals)})
+        f"final_{metric}_max": finals.max(), f"final_{metric}_iqm": float(center),
+        f"final_{metric}_ci_low": float(low), f"final_{metric}_ci_high": float(high),
+        "wall_time_mean": walls.mean(), "finals": " ".join(f"{v:.3f}" for v in finals)})
   with open(os.path.join(out, "compare_summary.csv"), "w", newline="") as f:
-    for line in meta + ["final: mean of the metric over the last 10% of iterations of each run"]:
+    for line in meta + ["final: mean of the metric over the last 10% of iterations of each run",
+                        f"iqm: interquartile mean of the finals over seeds; ci: its "
+                        f"{_common.CONFIDENCE:.0%} percentile-bootstrap interval over seeds "
+                        f"({_common.BOOTSTRAP_RESAMPLES} resamples; nan with one seed)"]:
       f.write(f"# {line}\n")
     writer = csv.DictWriter(f, fieldnames=list(per_search[0]))
     writer.writeheader()
@@ -145,11 +152,15 @@ def _write(out, env, preset, curves, summary, metric, y):
   for row in per_search:
     print(f"{row['search']:>7s}: final {metric} {row[f'final_{metric}_mean']:.3f} "
           f"± {row[f'final_{metric}_std']:.3f} over {row['seeds']} seeds "
-          f"(min {row[f'final_{metric}_min']:.3f}, max {row[f'final_{metric}_max']:.3f}), "
+          f"(min {row[f'final_{metric}_min']:.3f}, max {row[f'final_{metric}_max']:.3f}; "
+          f"IQM {row[f'final_{metric}_iqm']:.3f}, {_common.CONFIDENCE:.0%} CI "
+          f"[{row[f'final_{metric}_ci_low']:.3f}, {row[f'final_{metric}_ci_high']:.3f}]), "
           f"{row['wall_time_mean']:.0f} s")
   title = (f"{'Snake' if env == 'snake' else summary[0]['env_id']} ({preset}), "
-           f"{summary[0]['num_simulations']} simulations per move: mean and min-max over seeds")
-  _common.plot_bands(curves, os.path.join(out, "compare.png"), y=y, title=title, meta=meta[:2])
+           f"{summary[0]['num_simulations']} simulations per move: IQM and "
+           f"{_common.CONFIDENCE:.0%} bootstrap CI over seeds")
+  _common.plot_bands(curves, os.path.join(out, "compare.png"), y=y, band="iqm", title=title,
+                     meta=meta[:2])
 
 
 def main(argv=None):

@@ -199,6 +199,29 @@ def test_parse_config_takes_preset_then_a_flag_for_every_field(capsys):
       assert "--" + field.name.replace("_", "-") in text, (module.__name__, field.name)
 
 
+def test_compare_summary_has_iqm_with_bootstrap_interval_and_plots_it(tmp_path):
+  compare = _load("compare")
+  # Five seeds of a 20-iteration run whose final values are 1, 2, 3, 4 and 100.
+  finals = [1.0, 2.0, 3.0, 4.0, 100.0]
+  curves = {"tsmcts": [[{"iteration": i, "env_steps": 10 * i, "wall_time": 0.5 * i,
+                         "mean_return": final * min(1.0, i / 10)} for i in range(1, 21)]
+                       for final in finals]}
+  summary = [{"search": "tsmcts", "seed": seed, "final": compare.final_value(rows, "mean_return"),
+              "wall_time": 10.0, "env_steps": 200, "num_simulations": 8, "env_id": "snake"}
+             for seed, rows in enumerate(curves["tsmcts"])]
+  compare._write(str(tmp_path), "snake", "quick", curves, summary, "mean_return", "mean_return")
+  meta, (row,) = common.read_csv(str(tmp_path / "compare_summary.csv"))
+  # The IQM drops the outer quarter at each end (here 1 and 100 of five): the mean of 2, 3, 4.
+  assert row["final_mean_return_iqm"] == pytest.approx(3.0)
+  assert row["final_mean_return_mean"] == pytest.approx(np.mean(finals))  # kept
+  assert row["final_mean_return_ci_low"] < 3.0 < row["final_mean_return_ci_high"] <= 100.0
+  assert any(line.startswith("iqm:") for line in meta)
+  assert (tmp_path / "compare.png").stat().st_size > 0
+  center, low, high = common.iqm_and_ci(np.asarray([[1.0, 5.0], [2.0, np.nan], [3.0, np.nan]]))
+  np.testing.assert_allclose(center, [2.0, 5.0])  # a point one run reaches: that run's value
+  assert low[0] <= 2.0 <= high[0] and np.isnan(low[1]) and np.isnan(high[1])
+
+
 def test_make_search_gumbel_is_mctx_and_ignores_num_particles():
   import mctx
 
@@ -224,7 +247,10 @@ def test_random_players_results_are_rates_that_sum_to_one():
 continuous_control = _load("continuous_control")
 
 
-@pytest.mark.parametrize("search", continuous_control.SEARCHES)
+# SMCTS behind -m slow, as for the discrete examples (the default run's time is at its limit).
+@pytest.mark.parametrize("search", [
+    pytest.param(s, marks=pytest.mark.slow) if s == "smcts" else s
+    for s in continuous_control.SEARCHES])
 def test_continuous_control_trains_with_every_sampled_search(search):
   config = continuous_control.Config(
       search=search, num_simulations=8, num_particles=4, num_candidates=4, num_envs=2,
