@@ -482,7 +482,9 @@ def run(mode: str = "quick", *, out: str | None = None, searches=None, families=
   figures = {"pooled": "model_error.png", **{f: f"model_error_{f}.png" for f in alone}}
   for family, name in figures.items():
     group = groups.get(family, [family])
-    what = family if len(group) == 1 else f"{len(group)} families pooled ({', '.join(group)})"
+    left_out = [f for f in families if f not in group]
+    what = family if len(group) == 1 else f"{len(group)} families pooled" + (
+        f" (without {', '.join(left_out)})" if left_out else "")
     plot(rows, names, budgets, kinds, f"{out}/{name}", meta,
          f"Searching a corrupted model ({noise} errors), scored against the true values. "
          f"{what}; mean ± s.e. over {size['instances']} instances × {len(networks)} networks",

@@ -29,12 +29,14 @@ a seed, so the model is wrong the same way every time, as a learned model is.
 
 The embedding is `Embedding(state, depth)`, depth 0 at the root. `params` is
 `merge(problems)` with `with_corruption(params, corruption)`; the corruption
-is data, so one compiled search serves every level::
+is data, so one compiled search serves every level:
 
-  params, roots, _ = model_error.merge(probs)
-  root_fn, recurrent_fn = model_error.model()
-  noisy = model_error.with_corruption(params, model_error.corruption("reward", 0.5))
-  out = smctx.tsmcts_policy(noisy, key, root_fn(noisy, roots), recurrent_fn, 64)
+```python
+params, roots, _ = model_error.merge(probs)
+root_fn, recurrent_fn = model_error.model()
+noisy = model_error.with_corruption(params, model_error.corruption("reward", 0.5))
+out = smctx.tsmcts_policy(noisy, key, root_fn(noisy, roots), recurrent_fn, 64)
+```
 """
 
 from __future__ import annotations
