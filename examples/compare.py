@@ -1,7 +1,8 @@
 """The same training with each search at an equal budget, over several seeds.
 
-Runs `snake.train` (default) or `alphazero_pgx.train` (`--env pgx`) in this process for every
-search in `--searches` and every seed `0 .. --seeds-1`, all at the same `--num-simulations`, then
+Runs `snake.train` (default), `alphazero_pgx.train` (`--env pgx`) or `muzero.train` (`--env
+muzero`: Snake searched through a learned model) in this process for every search in `--searches`
+and every seed `0 .. --seeds-1`, all at the same `--num-simulations`, then
 
 * writes `compare.csv` (per run, up to ~200 evenly spaced iterations: search, seed, env_steps,
   wall_time, the metric, its smoothed value and the losses) and `compare_summary.csv` (per
@@ -37,6 +38,10 @@ def _load(env: str):
     import snake
 
     return snake, "mean_return"
+  if env == "muzero":
+    import muzero
+
+    return muzero, "mean_return"
   import alphazero_pgx
 
   return alphazero_pgx, "win_rate"
@@ -89,7 +94,7 @@ def run(env: str = "snake", *, searches=DEFAULT_SEARCHES, seeds: int = 3, preset
       start = time.perf_counter()
       rows = module.train(config, quiet=quiet)
       seconds = time.perf_counter() - start
-      if env == "snake":
+      if env in ("snake", "muzero"):
         rows = smoothed(rows, metric, smooth)
       curves[search].append(rows)
       summary.append({"search": search, "seed": seed, "final": final_value(rows, metric),
@@ -99,7 +104,7 @@ def run(env: str = "snake", *, searches=DEFAULT_SEARCHES, seeds: int = 3, preset
                       "env_id": getattr(config, "env_id", "snake")})
       print(f"{search} seed {seed}: final {metric} {summary[-1]['final']:.3f}, "
             f"{rows[-1]['env_steps']} env steps, {rows[-1]['wall_time']:.0f} s training")
-  y = f"{metric}_smoothed" if env == "snake" else metric
+  y = f"{metric}_smoothed" if env in ("snake", "muzero") else metric
   if out:
     _write(out, env, preset, curves, summary, metric, y)
   return curves
@@ -156,7 +161,9 @@ def _write(out, env, preset, curves, summary, metric, y):
           f"IQM {row[f'final_{metric}_iqm']:.3f}, {_common.CONFIDENCE:.0%} CI "
           f"[{row[f'final_{metric}_ci_low']:.3f}, {row[f'final_{metric}_ci_high']:.3f}]), "
           f"{row['wall_time_mean']:.0f} s")
-  title = (f"{'Snake' if env == 'snake' else summary[0]['env_id']} ({preset}), "
+  name = {"snake": "Snake", "muzero": "MuZero (learned model) on Snake"}.get(
+      env, summary[0]["env_id"])
+  title = (f"{name} ({preset}), "
            f"{summary[0]['num_simulations']} simulations per move: IQM and "
            f"{_common.CONFIDENCE:.0%} bootstrap CI over seeds")
   _common.plot_bands(curves, os.path.join(out, "compare.png"), y=y, band="iqm", title=title,
@@ -165,7 +172,7 @@ def _write(out, env, preset, curves, summary, metric, y):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--env", choices=("snake", "pgx"), default="snake")
+  parser.add_argument("--env", choices=("snake", "pgx", "muzero"), default="snake")
   parser.add_argument("--searches", nargs="+", choices=_common.SEARCHES,
                       default=list(DEFAULT_SEARCHES))
   parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. SEEDS-1 per search")
