@@ -338,13 +338,16 @@ def setup(config: Config):
   search = _common.make_search(config.search, num_particles=config.num_particles)
   optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                           optax.adam(config.learning_rate))
-  batch_reset = jax.vmap(env.reset)
-  batch_step = jax.vmap(env.step)
+  from jumanji.wrappers import VmapAutoResetWrapper
 
-  key = jax.random.PRNGKey(config.seed)
+  # The training rollout's environments: batched, finished episodes reset by jumanji (with the
+  # observation that ended them in `extras["next_obs"]`). The search never sees an environment.
+  train_env = VmapAutoResetWrapper(env, next_obs_in_extras=True)
+
+  key = jax.random.key(config.seed)  # a typed key, like every key in the examples
   key, init_key, env_key = jax.random.split(key, 3)
-  # Jitted: compiling these is faster than running them op by op.
-  env_state, timestep = jax.jit(batch_reset)(jax.random.split(env_key, config.num_envs))
+  # Jitted: compiling the initialisation is faster than running it op by op.
+  env_state, timestep = jax.jit(train_env.reset)(jax.random.split(env_key, config.num_envs))
   observation = timestep.observation
   params = jax.jit(network.init)(init_key, jax.tree.map(lambda x: x[:1], observation),
                                  jnp.zeros(1, jnp.int32))
@@ -374,7 +377,7 @@ def setup(config: Config):
 
   def act(params, carry, rng_key):
     env_state, observation, episode_return, episode_length = carry
-    search_key, reset_key, explore_key, uniform_key = jax.random.split(rng_key, 4)
+    search_key, explore_key, uniform_key = jax.random.split(rng_key, 3)
     root = root_fn(params, observation)
     invalid = ~observation.action_mask
     # A trapped snake has no valid move; let the search choose among all (each ends the game).
@@ -386,9 +389,10 @@ def setup(config: Config):
       uniform = jax.random.categorical(uniform_key, jnp.where(invalid, -jnp.inf, 0.0))
       explore = jax.random.uniform(explore_key, action.shape) < config.explore_epsilon
       action = jnp.where(explore, uniform, action)
-    next_state, timestep = batch_step(env_state, action)
+    # Where `done`, `env_state` and `timestep.observation` already belong to the next episode.
+    env_state, timestep = train_env.step(env_state, action)
     done = timestep.last()
-    value_next = root_fn(params, timestep.observation).value
+    value_next = root_fn(params, timestep.extras["next_obs"]).value
     episode_return = episode_return + timestep.reward
     episode_length = episode_length + 1
     transition = {
@@ -404,14 +408,9 @@ def setup(config: Config):
         "finished_return": jnp.where(done, episode_return, 0.0),
         "finished_length": jnp.where(done, episode_length, 0),
     }
-    # Auto-reset of finished episodes: the training rollout only, never inside the search.
-    reset_state, reset_timestep = batch_reset(jax.random.split(reset_key, config.num_envs))
-    pick = lambda new, old: jax.vmap(jnp.where)(done, new, old)
-    env_state = jax.tree.map(pick, reset_state, next_state)
-    observation = jax.tree.map(pick, reset_timestep.observation, timestep.observation)
     episode_return = jnp.where(done, 0.0, episode_return)
     episode_length = jnp.where(done, 0, episode_length)
-    return (env_state, observation, episode_return, episode_length), transition
+    return (env_state, timestep.observation, episode_return, episode_length), transition
 
   def sgd_step(replay, replay_size, carry, rng_key):
     params, opt_state = carry
