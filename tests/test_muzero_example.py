@@ -44,7 +44,7 @@ def _tiny(search):
   return muzero.Config(search=search, num_rows=5, num_cols=5, time_limit=10, num_envs=4,
                        rollout_length=4, num_simulations=8, latent_size=8, hidden_sizes=(16,),
                        replay_length=8, unroll_steps=2, td_steps=2, batch_size=8,
-                       num_updates=1, total_env_steps=32)
+                       num_updates=1, total_env_steps=32, explore_epsilon=0.25)
 
 
 def _compile(search):
