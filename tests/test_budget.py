@@ -151,7 +151,7 @@ def test_mctx_gumbel_muzero_makes_one_call_per_simulation():
   assert out.action.shape == (BATCH,)
 
 
-@pytest.mark.parametrize("num_particles", [None, 16])
+@pytest.mark.parametrize("num_particles", [None, pytest.param(16, marks=pytest.mark.slow)])
 def test_tsmcts_pgx_style_small_budget(num_particles):
   """pgx's AlphaZero example: 32 simulations, 7 actions. Must work unchanged.
 

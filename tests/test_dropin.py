@@ -88,7 +88,8 @@ def _pgx_search(name):
   return jax.jit(search)
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize(
+    "name", policies.NAMES_SLOW_BUT_TSMCTS + [pytest.param("mctx", marks=pytest.mark.slow)])
 def test_pgx_alphazero_call_works_unchanged(name):
   params, root, legal = _inputs()
   out, summary = _pgx_search(name)(params, jax.random.key(0), root, legal)
@@ -191,7 +192,7 @@ def test_mctx_completed_by_mix_value_with_options(name):
                          atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["smcts", "tsmcts"])
+@pytest.mark.parametrize("name", [pytest.param("smcts", marks=pytest.mark.slow), "tsmcts"])
 def test_mctx_qtransform_by_parent_and_siblings(name):
   params, root, legal = _inputs()
   search, _ = _qtransform_search(name, "parent_and_siblings")

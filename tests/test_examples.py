@@ -247,9 +247,10 @@ def test_random_players_results_are_rates_that_sum_to_one():
 continuous_control = _load("continuous_control")
 
 
-# SMCTS behind -m slow, as for the discrete examples (the default run's time is at its limit).
+# SMC and SMCTS behind -m slow, as for the discrete examples (the default run's time is at its
+# limit); TSMCTS runs every code path of the sampled engine they do.
 @pytest.mark.parametrize("search", [
-    pytest.param(s, marks=pytest.mark.slow) if s == "smcts" else s
+    pytest.param(s, marks=pytest.mark.slow) if s in ("smc", "smcts") else s
     for s in continuous_control.SEARCHES])
 def test_continuous_control_trains_with_every_sampled_search(search):
   config = continuous_control.Config(

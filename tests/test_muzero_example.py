@@ -2,11 +2,10 @@
 
 Loaded from `examples/` with importlib and registered in `sys.modules`, as `test_examples.py`
 does. Compilation dominates: the training steps are compiled at tiny sizes with XLA's fast
-options, Gumbel and TSMCTS concurrently; the SMC and SMCTS training steps and the direct checks of
-every search's output over the learned model run with `-m slow`.
+options, TSMCTS in the default run; the Gumbel, SMC and SMCTS training steps and the direct checks
+of every search's output over the learned model run with `-m slow`.
 """
 
-import concurrent.futures
 import importlib.util
 import math
 import pathlib
@@ -54,10 +53,9 @@ def _compile(search):
 
 @pytest.fixture(scope="module")
 def compiled():
-  """`{search: (initial state, compiled step_fn)}`: Gumbel and TSMCTS, compiled concurrently."""
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    futures = {search: pool.submit(_compile, search) for search in ("gumbel", "tsmcts")}
-    return {search: future.result() for search, future in futures.items()}
+  """`{search: (initial state, compiled step_fn)}` of TSMCTS (the other searches compile in their
+  own `-m slow` tests: the default run's time is at its limit)."""
+  return {"tsmcts": _compile("tsmcts")}
 
 
 def _leaves_differ(a, b):
@@ -101,7 +99,7 @@ def test_every_search_runs_on_the_learned_model_under_jit(search):
 
 
 @pytest.mark.parametrize("search", [
-    pytest.param(s, marks=pytest.mark.slow) if s in ("smc", "smcts") else s for s in SEARCHES])
+    pytest.param(s, marks=pytest.mark.slow) if s != "tsmcts" else s for s in SEARCHES])
 def test_two_training_iterations_give_finite_losses_and_new_params(compiled, search):
   state, step_fn = compiled[search] if search in compiled else _compile(search)
   first, metrics_1 = step_fn(state)

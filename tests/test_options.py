@@ -198,8 +198,8 @@ def _counting_fn(num_actions: int):
     # The paper's variant: depth 3, N = 64 // 6 = 10 (60 evaluations).
     ("paper", {}, 10, (3, 3)),
     # depth_per_iteration=4: N = 64 // (2·4) = 8; groups of 2 and 4 fit in 4^3 paths.
-    ("smctx", dict(depth_per_iteration=4), 8, (4, 4)),
-    ("paper", dict(depth_per_iteration=2), 16, (2, 2)),
+    pytest.param("smctx", dict(depth_per_iteration=4), 8, (4, 4), marks=pytest.mark.slow),
+    pytest.param("paper", dict(depth_per_iteration=2), 16, (2, 2), marks=pytest.mark.slow),
     # An explicit width wins over depth_per_iteration: 64 // (2·4) = 8 steps per iteration.
     ("smctx", dict(depth_per_iteration=2, num_particles=4), 4, (8, 8)),
 ])

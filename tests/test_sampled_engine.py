@@ -56,7 +56,7 @@ def _problem():
   return root, discrete_fn, sampled_root, sampled_fn, sampler
 
 
-@pytest.mark.parametrize("name", ["smc", "smcts"])
+@pytest.mark.parametrize("name", [pytest.param("smc", marks=pytest.mark.slow), "smcts"])
 def test_sampled_policy_with_all_actions_as_candidates_is_the_discrete_search(name):
   discrete, sampled = POLICIES[name], SAMPLED_POLICIES[name]
   root, discrete_fn, sampled_root, sampled_fn, sampler = _problem()

@@ -386,7 +386,7 @@ def test_different_keys_give_different_searches(name):
   assert np.mean(shares) > (0.3 if name == "smc" else 0.7), shares
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", NAMES_SLOW_BUT_TSMCTS)
 def test_vmap_over_an_extra_batch_axis_equals_separate_calls(name):
   states = jnp.stack([jnp.arange(NUM_ROWS), jnp.arange(NUM_ROWS) + 4])  # [V=2, B]
   root, invalid = _noisy_inputs(states)
