@@ -18,7 +18,7 @@ rows = _common.train_loop(state, step_fn, total_env_steps=..., env_steps_per_ite
                           out_dir=config.out, resume=config.resume, config=config)
 ```
 
-Public API (stable): `Search`, `SEARCHES`, `parse_config`, `add_common_flags`, `resolve_config`,
+Public API (stable): `Search`, `SEARCHES`, `parse_config`, `resolve_config`,
 `make_search`, `metadata`, `MetricsLog`, `read_csv`, `checkpoint_manager`, `save_checkpoint`,
 `load_checkpoint`, `load_checkpoint_info`, `checkpoint_exists`, `progress_bar`, `train_loop`,
 `last_values`, `iqm`, `iqm_and_ci`, `plot_learning_curve`, `plot_bands`, and the jittable
@@ -122,31 +122,6 @@ def parse_config(config_cls, presets: Mapping[str, Mapping[str, Any]],
                        f"(default: {default_preset}); the other flags change single fields."]
                       + extras)
   return tyro.cli(config_cls, args=rest, default=default, description=text), known
-
-
-def add_common_flags(parser: argparse.ArgumentParser, presets: Mapping[str, Mapping[str, Any]],
-                     *, default_preset: str = "quick") -> argparse.ArgumentParser:
-  """Adds the flags every example shares (argparse; the examples use `parse_config`).
-
-  `--search {gumbel,smc,smcts,tsmcts}`, `--num-simulations`, `--num-particles`, `--seed`,
-  `--preset`, `--out DIR`, `--resume`. Flags left unset (None) keep the preset's value (see
-  `resolve_config`), so `--preset full --num-simulations 64` changes one field of the preset.
-  """
-  parser.add_argument("--search", choices=SEARCHES, default=None,
-                      help="search policy (default: the preset's, tsmcts)")
-  parser.add_argument("--num-simulations", type=int, default=None,
-                      help="model evaluations per search (default: the preset's)")
-  parser.add_argument("--num-particles", type=int, default=None,
-                      help="particles of the smctx searches; None lets smctx choose from the "
-                           "budget; ignored by gumbel")
-  parser.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
-  parser.add_argument("--preset", choices=sorted(presets), default=default_preset,
-                      help="size of the run: quick (CPU, minutes) or full (GPU)")
-  parser.add_argument("--out", default=None,
-                      help="output directory for metrics.csv, checkpoint and learning_curve.png")
-  parser.add_argument("--resume", action="store_true",
-                      help="continue from the checkpoint in --out if there is one")
-  return parser
 
 
 def resolve_config(config_cls, presets: Mapping[str, Mapping[str, Any]],

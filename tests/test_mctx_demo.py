@@ -85,7 +85,8 @@ def _jitted_demo(name, num_simulations):
   return jax.jit(functools.partial(_demo, POLICIES[name], num_simulations))
 
 
-@pytest.mark.parametrize("num_simulations", BUDGETS)
+@pytest.mark.parametrize("num_simulations", [
+    pytest.param(b, marks=pytest.mark.slow) if b == 16 else b for b in BUDGETS])
 @pytest.mark.parametrize("name", list(POLICIES))
 def test_policy_improvement_demo(name, num_simulations):
   demo = _jitted_demo(name, num_simulations)
