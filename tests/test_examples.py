@@ -9,11 +9,8 @@ compiles outside the GIL), and shared by the tests.
 import argparse
 import concurrent.futures
 import dataclasses
-import importlib.util
 import math
 import os
-import pathlib
-import sys
 
 import pytest
 
@@ -26,18 +23,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+from tests.examples import FAST_COMPILE  # noqa: E402
+from tests.examples import load as _load  # noqa: E402
+
 SEARCHES = ("gumbel", "smc", "smcts", "tsmcts", "tsmcts_paper")
-
-
-def _load(name):
-  if name in sys.modules and getattr(sys.modules[name], "__file__", "").startswith(str(EXAMPLES)):
-    return sys.modules[name]
-  spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module
-  spec.loader.exec_module(module)
-  return module
 
 
 common = _load("_common")
@@ -54,8 +43,6 @@ TINY = {
         batch_size=8, num_updates=2, total_env_steps=32, eval_games=4),
 }
 MODULES = {"snake": snake, "pgx": alphazero_pgx}
-# Halves XLA's CPU compile time for these per-call options (the tests check behaviour, not speed).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def _compile(example, search):

@@ -260,7 +260,9 @@ def test_corruption_kinds_and_validation():
 
 @pytest.mark.slow
 def test_study_tiny_mode_writes_its_files(tmp_path):
-  pytest.importorskip("matplotlib", reason="the study draws with matplotlib (examples extra)")
+  pytest.importorskip(
+      "matplotlib",
+      reason="the study draws with matplotlib (examples extra): pip install -e '.[examples]'")
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
   import model_error as study  # noqa: E402  (benchmarks/model_error.py)
 

@@ -6,10 +6,7 @@ options, TSMCTS in the default run; the Gumbel, SMC and SMCTS training steps and
 of every search's output over the learned model run with `-m slow`.
 """
 
-import importlib.util
 import math
-import pathlib
-import sys
 
 import pytest
 
@@ -20,19 +17,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+from tests.examples import FAST_COMPILE  # noqa: E402
+from tests.examples import load as _load  # noqa: E402
+
 SEARCHES = ("gumbel", "smc", "smcts", "tsmcts")
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def _load(name):
-  if name in sys.modules and getattr(sys.modules[name], "__file__", "").startswith(str(EXAMPLES)):
-    return sys.modules[name]
-  spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module
-  spec.loader.exec_module(module)
-  return module
 
 
 common = _load("_common")

@@ -14,7 +14,9 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("matplotlib", reason="the study draws with matplotlib (examples extra)")
+pytest.importorskip(
+    "matplotlib",
+    reason="the study draws with matplotlib (examples extra): pip install -e '.[examples]'")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
                                 "benchmarks"))
 import model_error as study  # noqa: E402  (benchmarks/model_error.py)
