@@ -96,6 +96,8 @@ def test_pgx_alphazero_call_works_unchanged(name):
   ref, ref_summary = _pgx_search("mctx")(params, jax.random.key(0), root, legal)
   assert type(out) is mctx.PolicyOutput
   assert isinstance(out.search_tree, mctx.Tree)
+  # The budget, as mctx's tree reports it (there: its node count minus one).
+  assert out.search_tree.num_simulations == ref.search_tree.num_simulations == 32
   assert out.action.shape == ref.action.shape == (BATCH,)
   assert out.action.dtype == ref.action.dtype == jnp.int32
   assert out.action_weights.shape == ref.action_weights.shape == (BATCH, NUM_COLUMNS)

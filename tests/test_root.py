@@ -174,7 +174,12 @@ def _policy_output(action=(1, 3, 2), weights=None):
       tree=tree, step_diagnostics=step_diagnostics,
       particles_per_action=jnp.full((batch, len(DEPTHS), num_actions), 2.0),
       num_considered=jnp.full((batch, len(DEPTHS)), 4), depths=DEPTHS,
-      num_particles=NUM_PARTICLES)
+      num_particles=NUM_PARTICLES, num_simulations=NUM_PARTICLES * sum(DEPTHS) + 5)
+
+
+def test_policy_output_tree_reports_the_budget():
+  # The budget given, not the evaluations spent (5 fewer here) nor mctx's node count - 1.
+  assert _policy_output().search_tree.num_simulations == NUM_PARTICLES * sum(DEPTHS) + 5
 
 
 def test_policy_output_zeroes_the_weights_of_invalid_actions():

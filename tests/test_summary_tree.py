@@ -95,3 +95,17 @@ def test_root_only_tree_has_the_root_node_alone_with_the_same_root_rows():
 def test_a_qtransform_at_the_root_gives_the_same_result_on_both_trees():
   transform = jax.vmap(mctx.qtransform_completed_by_mix_value, in_axes=(0, None))
   np.testing.assert_array_equal(transform(_tree(root_only=True), ROOT), transform(_tree(), ROOT))
+
+
+def test_with_budget_reports_the_budget_through_jit_and_vmap():
+  tree = summary_tree.with_budget(_tree(), 256)
+  assert isinstance(tree, mctx.Tree) and tree.num_simulations == 256
+  assert _tree().num_simulations == 5  # mctx's own count: nodes - 1, here the actions.
+  jitted = jax.jit(lambda t: t.replace(node_values=t.node_values + 1.0))(tree)
+  assert type(jitted) is type(tree) and jitted.num_simulations == 256
+  per_row = jax.vmap(lambda t: t)(tree)
+  assert per_row.num_simulations == 256
+  assert summary_tree.with_budget(_tree(), 64).num_simulations == 64
+  for got, want in zip(jax.tree_util.tree_leaves(jitted.summary()),
+                       jax.tree_util.tree_leaves(_tree().summary())):
+    np.testing.assert_allclose(got, want + (1.0 if got.shape == NODE_VALUE.shape else 0.0))

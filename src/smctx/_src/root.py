@@ -17,6 +17,7 @@ import mctx
 from smctx._src import greedification
 from smctx._src import particles as particles_lib
 from smctx._src import segments
+from smctx._src import summary_tree
 from smctx._src.base import ActionModel
 from smctx._src.base import SearchDiagnostics
 from smctx._src.particles import Particles
@@ -124,8 +125,12 @@ def masked_argmax(score: chex.Array, invalid_actions: chex.Array) -> chex.Array:
 def policy_output(root: PreparedRoot, *, action: chex.Array, action_weights: chex.Array,
                   tree: mctx.Tree, step_diagnostics: chex.ArrayTree,
                   particles_per_action: chex.Array, num_considered: chex.Array,
-                  depths: tuple[int, ...], num_particles: int) -> mctx.PolicyOutput:
-  """Assembles the `PolicyOutput`; rows with no valid action get zeros and action 0."""
+                  depths: tuple[int, ...], num_particles: int,
+                  num_simulations: int) -> mctx.PolicyOutput:
+  """Assembles the `PolicyOutput`; rows with no valid action get zeros and action 0.
+
+  The search tree reports `num_simulations` (the budget), as mctx's does.
+  """
   batch_size = root.value.shape[0]
   action_weights = jnp.where(root.user_invalid_actions, 0.0, action_weights)
   action_weights = jnp.where(root.no_valid_action[:, None], 0.0, action_weights)
@@ -148,4 +153,5 @@ def policy_output(root: PreparedRoot, *, action: chex.Array, action_weights: che
       nonfinite_root=root.nonfinite,
       root_gumbel=root.gumbel)
   tree = tree.replace(extra_data=diagnostics, root_invalid_actions=root.user_invalid_actions)
+  tree = summary_tree.with_budget(tree, num_simulations)
   return mctx.PolicyOutput(action=action, action_weights=action_weights, search_tree=tree)

@@ -113,7 +113,8 @@ def smc_policy(
       prepared, action=action, action_weights=action_weights, tree=tree,
       step_diagnostics=diagnostics, particles_per_action=particles_per_action,
       num_considered=num_considered, depths=layout.depths,
-      num_particles=start.num_particles)
+      num_particles=start.num_particles,
+      num_simulations=num_simulations)
 
 
 def _occupancy_target(particles: Particles, root: root_lib.PreparedRoot,

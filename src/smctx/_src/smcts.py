@@ -111,7 +111,8 @@ def smcts_policy(
   return root_lib.policy_output(
       prepared, action=action, action_weights=greedified.policy, tree=greedified.tree,
       step_diagnostics=diagnostics, particles_per_action=particles_per_action,
-      num_considered=num_considered, depths=layout.depths, num_particles=start.num_particles)
+      num_considered=num_considered, depths=layout.depths, num_particles=start.num_particles,
+      num_simulations=num_simulations)
 
 
 def _root_actions(rng_key: chex.PRNGKey, root: root_lib.PreparedRoot,

@@ -6,10 +6,16 @@ user's `qtransform` (mctx's own functions) and `Tree.summary()` work unchanged.
 A child's Q-value is stored as `children_values` with reward 0 and discount 1,
 so `tree.qvalues(ROOT_INDEX)` returns it exactly. Embeddings are not stored
 (the tree holds a `[B, num_nodes]` placeholder): a search never keeps states.
+
+The tree a policy returns reports the search's budget as `num_simulations`
+(mctx derives it from the node count, which is `A`, not the budget, here); its
+nodes are `tree.node_visits.shape[-1]`, the root and one per action.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any
 
 import chex
@@ -81,3 +87,29 @@ def root_tree(*, prior_logits: chex.Array, raw_value: chex.Array, qvalues: chex.
       embeddings=jnp.zeros((batch_size, num_nodes), f32),
       root_invalid_actions=invalid_actions.astype(bool),
       extra_data=extra_data)
+
+
+@functools.cache
+def _budget_tree_class(num_simulations: int) -> type[mctx.Tree]:
+  """An `mctx.Tree` subclass whose `num_simulations` is the static budget."""
+
+  @chex.dataclass(frozen=True)
+  class SummaryTree(mctx.Tree):
+    """`mctx.Tree` of a root and its actions; `num_simulations` is the search's budget."""
+
+    @property
+    def num_simulations(self) -> int:
+      return num_simulations
+
+  SummaryTree.__qualname__ = SummaryTree.__name__ = f"SummaryTree{num_simulations}"
+  return SummaryTree
+
+
+def with_budget(tree: mctx.Tree, num_simulations: int) -> mctx.Tree:
+  """`tree` as an `mctx.Tree` (subclass) whose `num_simulations` is the budget.
+
+  The class is static per budget, so the tree stays a pytree of arrays (jit,
+  vmap and `tree.replace` keep it) and `num_simulations` stays a Python int.
+  """
+  fields = {f.name: getattr(tree, f.name) for f in dataclasses.fields(tree)}
+  return _budget_tree_class(int(num_simulations))(**fields)

@@ -496,11 +496,11 @@ def tsmcts_policy(
   body = functools.partial(search_step, ctx, keys, start.init_key)
   state, diagnostics = engine.run_steps(loop_fn, layout.num_steps, body, state, batch_size,
                                         reference=(params, start.search_key))
-  return _policy_output(ctx, state.halving, diagnostics, layout)
+  return _policy_output(ctx, state.halving, diagnostics, layout, num_simulations)
 
 
 def _policy_output(ctx: Context, halving: HalvingState, diagnostics: engine.StepDiagnostics,
-                   layout: Layout) -> mctx.PolicyOutput:
+                   layout: Layout, num_simulations: int) -> mctx.PolicyOutput:
   """The Sequential Halving winner, `I(π_θ, Q_SH)` and the summary tree."""
   greedified = ctx.greedify_root(halving)
   score = ctx.root.gumbel + ctx.root.prior_logits + greedified.transformed
@@ -516,4 +516,4 @@ def _policy_output(ctx: Context, halving: HalvingState, diagnostics: engine.Step
       ctx.root, action=action, action_weights=target.policy, tree=target.tree,
       step_diagnostics=diagnostics, particles_per_action=halving.particles_per_action,
       num_considered=halving.num_considered, depths=layout.depths,
-      num_particles=ctx.num_particles)
+      num_particles=ctx.num_particles, num_simulations=num_simulations)
