@@ -132,3 +132,51 @@ def test_run_steps_records_one_diagnostic_column_per_step():
   assert int(carry) == 5
   np.testing.assert_array_equal(np.asarray(diagnostics.ess), [np.arange(5.0)] * 2)
   np.testing.assert_array_equal(np.asarray(diagnostics.resampled)[0], [1, 0, 1, 0, 1])
+
+
+# Distinct actions for the copies of a particle (`distinct_copies`, `engine.copy_actions`).
+COPY_LOGITS = np.array([np.log(0.5), np.log(0.3), np.log(0.15), np.log(0.05), -np.inf])  # 4: no mass
+
+
+def _copy_actions(source, num_keys, logits=COPY_LOGITS, sampled=-7):
+  source = jnp.asarray(source, jnp.int32)[None]
+  policy = jnp.broadcast_to(jnp.asarray(logits, jnp.float32), source.shape + (len(logits),))
+  keys = jax.random.split(jax.random.key(3), num_keys)
+  return np.asarray(jax.vmap(lambda k: engine.copy_actions(
+      k, policy, source, jnp.full(source.shape, sampled, jnp.int32)))(keys))[:, 0]
+
+
+def test_copies_take_distinct_actions_with_mass_then_fall_back_to_their_own_draw():
+  # Particle 0 was copied six times (more copies than its 4 actions with mass), 6 and 7 are
+  # copies of another, 8 is alone.
+  got = _copy_actions([0, 0, 0, 0, 0, 0, 6, 6, 8], num_keys=200)
+  for row in got:
+    assert sorted(row[:4]) == [0, 1, 2, 3]  # every action with mass once, never action 4
+    assert list(row[4:6]) == [-7, -7]  # beyond them: the particle's own independent draw
+    assert row[6] != row[7] and {row[6], row[7]} <= {0, 1, 2, 3}
+
+
+def test_the_first_copy_draws_from_the_prior_and_the_second_from_what_is_left():
+  # Gumbel-top-k: the first is a draw from the prior; the second, from the prior
+  # renormalised without the first (computed here by hand).
+  got = _copy_actions([0, 0], num_keys=20000)
+  p = np.exp(COPY_LOGITS)
+  first = np.bincount(got[:, 0], minlength=5) / len(got)
+  np.testing.assert_allclose(first, p, atol=0.015)
+  second = np.bincount(got[:, 1], minlength=5) / len(got)
+  expected_second = [sum(p[i] * p[j] / (1 - p[i]) for i in range(4) if i != j) for j in range(5)]
+  np.testing.assert_allclose(second, expected_second, atol=0.015)
+
+
+def test_step_with_distinct_copies_gives_the_copies_of_a_dominant_particle_distinct_actions():
+  particles, step = _inputs(np.array([[-1e4, -1e4, -1e4, 0.0]]))
+  step = step.replace(policy=jnp.zeros((1, 4, NUM_ACTIONS)))  # uniform next prior
+  model = actions.DiscreteActions(recurrent_fn=None, num_actions=NUM_ACTIONS)
+  config = _config(resample="always", distinct_copies=True)
+  out, *_ = engine.smc_step(particles, backpropagation.ActionValues.zeros(1, NUM_ACTIONS),
+                            engine.TDScale.zeros(1), step,
+                            jax.random.split(jax.random.key(1), 2), config, jnp.asarray(True),
+                            model)
+  action = np.asarray(out.action)[0]
+  # Four copies of particle 3 over three actions: the first three take all three.
+  assert sorted(action[:3]) == [0, 1, 2] and 0 <= action[3] < NUM_ACTIONS

@@ -218,6 +218,20 @@ def test_bad_reuse_successors_is_refused_naming_the_argument(kwargs):
     smctx.tsmcts_policy(None, jax.random.key(0), _root(4), _counting_fn(4), 16, **kwargs)
 
 
+def test_distinct_copies_reaches_the_inner_search():
+  program = lambda flag: str(jax.make_jaxpr(functools.partial(
+      smctx.tsmcts_policy, recurrent_fn=_counting_fn(4), num_simulations=64,
+      distinct_copies=flag))(None, jax.random.key(0), _root(4)))
+  assert program(True) != program(False)
+
+
+@pytest.mark.parametrize("value", [1, "yes"])
+def test_bad_distinct_copies_is_refused_naming_the_argument(value):
+  with pytest.raises(ValueError, match="distinct_copies"):
+    smctx.tsmcts_policy(None, jax.random.key(0), _root(4), _counting_fn(4), 16,
+                        distinct_copies=value)
+
+
 @pytest.mark.parametrize("value", [0, -1, 2.5, "2"])
 def test_bad_depth_per_iteration_is_refused_naming_the_argument(value):
   with pytest.raises(ValueError, match="depth_per_iteration"):

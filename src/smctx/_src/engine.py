@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from smctx._src import backpropagation
 from smctx._src import particles as particles_lib
 from smctx._src import segments
+from smctx._src import sequential_halving
 from smctx._src.base import ActionModel
 from smctx._src.base import LoopFn
 from smctx._src.particles import ModelStep, Particles
@@ -48,6 +49,9 @@ class EngineConfig:
     slots; resampling keeps runs contiguous), so label sums are `O(B·N)`.
   backpropagate: whether to keep the running means of returns per label
     (SMCTS, TSMCTS); SMC's target reads only its final particles.
+  distinct_copies: after resampling, the copies of one particle take its
+    actions without replacement (Gumbel-top-k over its prior, `copy_actions`)
+    instead of independent draws; discrete actions only.
   """
   temperature: float
   td_scale: str
@@ -58,6 +62,7 @@ class EngineConfig:
   num_labels: int
   labels_are_runs: bool = False
   backpropagate: bool = True
+  distinct_copies: bool = False
 
 
 @chex.dataclass(frozen=True)
@@ -121,11 +126,13 @@ def scaled_td(particles: Particles, step: ModelStep, td_scale: TDScale,
 
 def resample_within_groups(rng_key: chex.PRNGKey, particles: Particles, config: EngineConfig,
                            allow_resample: chex.Array
-                           ) -> tuple[Particles, chex.Array, chex.Array]:
+                           ) -> tuple[Particles, chex.Array, chex.Array, chex.Array]:
   """Resamples the groups whose ESS is low (or every group, or none: `config.resample`).
 
-  Returns `(particles, group_resamples [B, G], ess [B, G])`; a resampled
-  group's log-weights restart at 0.
+  Returns `(particles, group_resamples [B, G], ess [B, G], source [B, N])`,
+  `source` being the particle each one is a copy of (itself where its group
+  kept its particles; non-decreasing, so copies are contiguous runs); a
+  resampled group's log-weights restart at 0.
   """
   ess, size = particles_lib.group_ess(particles.log_weight, particles.group, config.num_groups)
   if config.resample == "ess":
@@ -140,10 +147,32 @@ def resample_within_groups(rng_key: chex.PRNGKey, particles: Particles, config: 
       config.resampling_method)
   particle_resamples = jnp.take_along_axis(group_resamples, particles.group, axis=1)
   n = jnp.arange(particles.value.shape[1])[None]
-  resampled = particles_lib.gather_particles(particles, jnp.where(particle_resamples, ancestors, n))
+  source = jnp.where(particle_resamples, ancestors, n).astype(jnp.int32)
+  resampled = particles_lib.gather_particles(particles, source)
   particles = resampled.replace(
       log_weight=jnp.where(particle_resamples, 0.0, resampled.log_weight))
-  return particles, group_resamples, ess
+  return particles, group_resamples, ess, source
+
+
+def copy_actions(rng_key: chex.PRNGKey, logits: chex.Array, source: chex.Array,
+                 sampled: chex.Array) -> chex.Array:
+  """Next actions `[B, N]` where the copies of a particle take distinct actions.
+
+  The copies of one particle (equal `source`, a contiguous run) share its
+  state and prior, and one Gumbel draw per action: the `k`-th copy takes the
+  `k`-th action of `g + logits` (Gumbel-top-k, sampling without replacement,
+  as stochastic beam search does); the first copy's action is an exact draw
+  from the prior. Copies beyond the number of actions with mass take `sampled`.
+  """
+  num_actions = logits.shape[-1]
+  copy = segments.position_in_segment(source)
+  gumbel = jnp.take_along_axis(jax.random.gumbel(rng_key, logits.shape), source[..., None], axis=1)
+  has_mass = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)) > 0
+  rank = sequential_halving.descending_rank(jnp.where(has_mass, gumbel + logits, -jnp.inf))
+  at_copy = rank == jnp.minimum(copy, num_actions - 1)[..., None]
+  ranked = jnp.sum(jnp.where(at_copy, jnp.arange(num_actions), 0), axis=-1)
+  return jnp.where(copy < jnp.sum(has_mass, axis=-1), ranked, sampled).astype(jnp.int32)
+
 
 
 def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scale: TDScale,
@@ -165,11 +194,17 @@ def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scal
   particles = particles_lib.advance(particles, step, delta / config.temperature)
   if config.backpropagate:  # before resampling: every particle's return counts once
     values = backpropagation.update(values, particles, config.labels_are_runs)
-  particles, group_resamples, ess = resample_within_groups(
+  particles, group_resamples, ess, source = resample_within_groups(
       rng_keys[0], particles, config, allow_resample)
   # Next action of every particle, drawn after resampling so that copies of a
-  # particle explore independently.
-  particles = particles.replace(action=model.sample(rng_keys[1], particles.policy))
+  # particle explore independently (or, with `distinct_copies`, take distinct actions).
+  if config.distinct_copies and not model.samples_second_actions:
+    sample_key, gumbel_key = jax.random.split(rng_keys[1])
+    action = copy_actions(gumbel_key, particles.policy, source,
+                          model.sample(sample_key, particles.policy))
+  else:
+    action = model.sample(rng_keys[1], particles.policy)
+  particles = particles.replace(action=action)
   diagnostics = StepDiagnostics(
       ess=jnp.sum(ess, axis=-1),
       distinct_actions=distinct_labels_per_group(particles, config.num_labels),

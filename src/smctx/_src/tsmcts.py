@@ -336,6 +336,7 @@ def tsmcts_policy(
     num_particles: Optional[int] = None,
     depth_per_iteration: Optional[int] = None,
     reuse_successors: Optional[bool] = None,
+    distinct_copies: bool = False,
     temperature: float = DEFAULT_TEMPERATURE,
     td_scale: str = "running",
     resample: str = "ess",
@@ -407,6 +408,15 @@ def tsmcts_policy(
       deterministic dynamics it turns repeated evaluations into depth; with a
       stochastic model a candidate keeps the few `s2` samples of its first
       iteration (`docs/algorithms.md`, "Search quality", measures both).
+    distinct_copies: whether, after resampling in the inner search, the
+      copies of one particle take distinct next actions (Gumbel-top-k over
+      its prior: the first copy's action is a draw from the prior, the others
+      the next-best of the same Gumbel perturbation) instead of independent
+      draws, which under deterministic dynamics often repeat one evaluation.
+      Beyond the paper, off by default: it helps deterministic models at 256
+      simulations and costs stochastic ones about as much (`docs/algorithms.md`,
+      "Distinct actions for resampled copies"). Discrete actions only (the
+      sampled-action policies draw independently).
     temperature: SMC temperature of the TD log-weights.
     td_scale: "running" (TD errors divided by their running RMS) or "none".
     resample: "ess", "always" or "never" (within each candidate's group).
@@ -451,6 +461,8 @@ def tsmcts_policy(
   elif reuse_successors and max_depth is not None:
     raise ValueError("reuse_successors=True is not accepted with max_depth: a reused s2 sample "
                      "puts an iteration's particles one step deeper than its depth.")
+  if not isinstance(distinct_copies, bool):
+    raise ValueError(f"distinct_copies={distinct_copies!r} is not accepted; expected a bool.")
   target_depth, distinct_paths = budget.tsmcts_variant_depth(variant, depth_per_iteration)
   # The variant's transform unless one is given; the target follows it (as in mctx).
   if qtransform is None:
@@ -465,7 +477,8 @@ def tsmcts_policy(
   layout, batch_size = start.layout, start.batch_size
   # Inner-search labels are slots (`rerooting.py`): one table entry per particle.
   config = dataclasses.replace(start.config, num_groups=layout.num_considered,
-                               num_labels=layout.num_particles, labels_are_runs=True)
+                               num_labels=layout.num_particles, labels_are_runs=True,
+                               distinct_copies=distinct_copies)
   ctx = Context(
       params=params, search_key=start.search_key, root=start.root, model=start.model,
       config=config,
