@@ -106,7 +106,48 @@ def run(env: str = "snake", *, searches=DEFAULT_SEARCHES, seeds: int = 3, preset
             f"{rows[-1]['env_steps']} env steps, {rows[-1]['wall_time']:.0f} s training")
   y = f"{metric}_smoothed" if env in ("snake", "muzero") else metric
   if out:
-    _write(out, env, preset, curves, summary, metric, y)
+    _write(out, env, preset, curves, summary, metric, y,
+         extra_meta=[f"merged from: {'; '.join(sources)}"])
+  return curves
+
+
+def merge(dirs, out: str) -> dict:
+  """Re-plots and re-summarises the runs of several `compare.py` outputs as one comparison.
+
+  Reads each directory's `compare.csv` (the curves, as written: up to ~200 points per run) and
+  the per-seed finals of its `compare_summary.csv` (computed from every iteration), so no run is
+  repeated; the directories must share the environment, preset and metric. Returns the curves.
+  """
+  curves, summary, header, sources = {}, [], None, []
+  for directory in dirs:
+    meta, rows = _common.read_csv(os.path.join(directory, "compare.csv"))
+    sources.append(f"{directory} ({next((m for m in meta if m.startswith('date:')), '?')})")
+    _, per_search = _common.read_csv(os.path.join(directory, "compare_summary.csv"))
+    line = next(m for m in meta if m.startswith("compare:"))
+    if header not in (None, line):
+      raise ValueError(f"{directory} compares {line!r}, the others {header!r}")
+    header = line
+    for row in per_search:
+      search = str(row["search"])
+      if search in curves:
+        raise ValueError(f"search {search!r} is in more than one of {list(dirs)}")
+      runs = [[r for r in rows if r["search"] == search and r["seed"] == seed]
+              for seed in sorted({r["seed"] for r in rows if r["search"] == search})]
+      finals = [float(v) for v in str(row["finals"]).split()]
+      if len(finals) != len(runs):
+        raise ValueError(f"{directory}: {len(runs)} runs of {search!r}, {len(finals)} finals")
+      curves[search] = runs
+      summary += [{"search": search, "seed": seed, "final": final,
+                   "wall_time": run[-1]["wall_time"], "env_steps": run[-1]["env_steps"],
+                   "num_simulations": row["num_simulations"]}
+                  for seed, (run, final) in enumerate(zip(runs, finals))]
+  # "compare: env snake, preset quick, metric mean_return_smoothed"
+  env, preset, y = (part.split()[-1] for part in header.split(":", 1)[1].split(","))
+  for row in summary:
+    row["env_id"] = env
+  metric = y.removesuffix("_smoothed")
+  _write(out, env, preset, curves, summary, metric, y,
+         extra_meta=[f"merged from: {'; '.join(sources)}"])
   return curves
 
 
@@ -114,9 +155,9 @@ def _cell(value):
   return f"{value:.6g}" if isinstance(value, float) else value
 
 
-def _write(out, env, preset, curves, summary, metric, y):
+def _write(out, env, preset, curves, summary, metric, y, extra_meta=()):
   os.makedirs(out, exist_ok=True)
-  meta = _common.metadata([f"compare: env {env}, preset {preset}, metric {y}"])
+  meta = _common.metadata([f"compare: env {env}, preset {preset}, metric {y}", *extra_meta])
   keys = ["search", "seed", "iteration", "env_steps", "wall_time", metric, y, "loss",
           "policy_loss", "value_loss", "steps_per_s"]
   keys = list(dict.fromkeys(keys))
@@ -188,7 +229,12 @@ def main(argv=None):
   parser.add_argument("--runs-dir", default=None,
                       help="keep each run's metrics.csv and checkpoint under this directory")
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
+  parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                      help="train nothing: merge these compare.py outputs into --out")
   args = parser.parse_args(argv)
+  if args.merge:
+    merge(args.merge, args.out)
+    return
   run(args.env, searches=args.searches, seeds=args.seeds, preset=args.preset,
       num_simulations=args.num_simulations, num_particles=args.num_particles,
       total_env_steps=args.total_env_steps, smooth=args.smooth, out=args.out,

@@ -207,6 +207,31 @@ def test_compare_summary_has_iqm_with_bootstrap_interval_and_plots_it(tmp_path):
   assert low[0] <= 2.0 <= high[0] and np.isnan(low[1]) and np.isnan(high[1])
 
 
+def test_compare_merge_joins_two_outputs_without_rerunning(tmp_path):
+  compare = _load("compare")
+
+  def output(directory, search, finals):
+    curves = {search: [[{"iteration": i, "env_steps": 10 * i, "wall_time": 0.5 * i,
+                         "mean_return": f * i / 20} for i in range(1, 21)] for f in finals]}
+    summary = [{"search": search, "seed": seed, "final": f, "wall_time": 10.0, "env_steps": 200,
+                "num_simulations": 64, "env_id": "snake"} for seed, f in enumerate(finals)]
+    compare._write(str(directory), "snake", "quick", curves, summary, "mean_return",
+                   "mean_return")
+
+  output(tmp_path / "a", "gumbel", [25.0, 26.0, 27.0])
+  output(tmp_path / "b", "tsmcts", [20.0, 21.0])
+  compare.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                str(tmp_path / "ab")])
+  _, rows = common.read_csv(str(tmp_path / "ab" / "compare_summary.csv"))
+  by_search = {r["search"]: r for r in rows}
+  assert by_search["gumbel"]["final_mean_return_mean"] == pytest.approx(26.0)
+  assert by_search["tsmcts"]["final_mean_return_mean"] == pytest.approx(20.5)
+  assert by_search["tsmcts"]["seeds"] == 2
+  assert (tmp_path / "ab" / "compare.png").stat().st_size > 0
+  with pytest.raises(ValueError, match="more than one"):
+    compare.merge([str(tmp_path / "a"), str(tmp_path / "a")], str(tmp_path / "aa"))
+
+
 def test_make_search_gumbel_is_mctx_and_ignores_num_particles():
   import mctx
 
