@@ -106,8 +106,7 @@ def run(env: str = "snake", *, searches=DEFAULT_SEARCHES, seeds: int = 3, preset
             f"{rows[-1]['env_steps']} env steps, {rows[-1]['wall_time']:.0f} s training")
   y = f"{metric}_smoothed" if env in ("snake", "muzero") else metric
   if out:
-    _write(out, env, preset, curves, summary, metric, y,
-         extra_meta=[f"merged from: {'; '.join(sources)}"])
+    _write(out, env, preset, curves, summary, metric, y)
   return curves
 
 
@@ -140,7 +139,7 @@ def merge(dirs, out: str) -> dict:
       summary += [{"search": search, "seed": seed, "final": final,
                    "wall_time": run[-1]["wall_time"], "env_steps": run[-1]["env_steps"],
                    "num_simulations": row["num_simulations"]}
-                  for seed, (run, final) in enumerate(zip(runs, finals))]
+                  for seed, (run, final) in enumerate(zip(runs, finals, strict=True))]
   # "compare: env snake, preset quick, metric mean_return_smoothed"
   env, preset, y = (part.split()[-1] for part in header.split(":", 1)[1].split(","))
   for row in summary:

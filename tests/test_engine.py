@@ -135,7 +135,7 @@ def test_run_steps_records_one_diagnostic_column_per_step():
 
 
 # Distinct actions for the copies of a particle (`distinct_copies`, `engine.copy_actions`).
-COPY_LOGITS = np.array([np.log(0.5), np.log(0.3), np.log(0.15), np.log(0.05), -np.inf])  # 4: no mass
+COPY_LOGITS = np.log([0.5, 0.3, 0.15, 0.05, 1.0]) - np.array([0, 0, 0, 0, np.inf])  # 4: none
 
 
 def _copy_actions(source, num_keys, logits=COPY_LOGITS, sampled=-7):

@@ -107,5 +107,5 @@ def test_with_budget_reports_the_budget_through_jit_and_vmap():
   assert per_row.num_simulations == 256
   assert summary_tree.with_budget(_tree(), 64).num_simulations == 64
   for got, want in zip(jax.tree_util.tree_leaves(jitted.summary()),
-                       jax.tree_util.tree_leaves(_tree().summary())):
+                       jax.tree_util.tree_leaves(_tree().summary()), strict=True):
     np.testing.assert_allclose(got, want + (1.0 if got.shape == NODE_VALUE.shape else 0.0))
