@@ -382,8 +382,9 @@ def compare(config: Config, searches: Sequence[str], seeds: int, out: str) -> li
   """Trains every search for seeds `0..seeds-1` at the same budget; CSVs and a PNG in `out`.
 
   Writes `continuous_compare.csv` (every iteration of every run),
-  `continuous_compare_summary.csv` (per search: final return over seeds, wall time) and
-  `continuous_compare.png` (mean and min-max band over seeds against env steps and time).
+  `continuous_compare_summary.csv` (per search: final return over seeds, its interquartile mean
+  with a 95 % percentile-bootstrap interval, wall time) and `continuous_compare.png` (the IQM
+  over seeds with its bootstrap band, against environment steps).
   """
   curves, rows_out, summary = {}, [], []
   for search in searches:
@@ -399,9 +400,13 @@ def compare(config: Config, searches: Sequence[str], seeds: int, out: str) -> li
       rows_out += [{"search": search, "seed": seed, **row} for row in rows]
       print(f"{search} seed {seed}: final return {finals[-1]:.1f} "
             f"(mean of the last 10 iterations), {walls[-1]:.0f} s")
+    center, low, high = _common.iqm_and_ci(np.asarray(finals))
     summary.append({"search": search, "num_simulations": config.num_simulations,
                     "num_candidates": config.num_candidates, "seeds": seeds,
                     "final_return_mean": float(np.mean(finals)),
+                    "final_return_std": float(np.std(finals)),
+                    "final_return_iqm": float(center), "final_return_ci_low": float(low),
+                    "final_return_ci_high": float(high),
                     "final_return_min": float(np.min(finals)),
                     "final_return_max": float(np.max(finals)),
                     "first_return_mean": float(np.mean([c[0]["mean_return"]
@@ -418,8 +423,11 @@ def compare(config: Config, searches: Sequence[str], seeds: int, out: str) -> li
                                                        for c in curves[search]])),
                     "wall_time_mean": float(np.mean(walls))})
   config_line = f"config: {json.dumps(dataclasses.asdict(config), default=str)}"
-  meta = _common.metadata([config_line, "final return = mean episode return of the search over "
-                                        "the last 10 iterations"])
+  meta = _common.metadata([
+      config_line, "final return = mean episode return of the search over the last 10 iterations",
+      f"iqm: interquartile mean of the final returns over seeds; ci: its "
+      f"{_common.CONFIDENCE:.0%} percentile-bootstrap interval over seeds "
+      f"({_common.BOOTSTRAP_RESAMPLES} resamples; nan with one seed)"])
   for name, table in (("continuous_compare.csv", rows_out),
                       ("continuous_compare_summary.csv", summary)):
     log = _common.MetricsLog(os.path.join(out, name), meta)
@@ -427,9 +435,10 @@ def compare(config: Config, searches: Sequence[str], seeds: int, out: str) -> li
       log.append(row)
   # Environment steps only: on a shared CPU the wall-clock axis is mostly compilation and load.
   _common.plot_bands(curves, os.path.join(out, "continuous_compare.png"), y="mean_return",
-                     xs=(("env_steps", "environment steps"),),
-                     title=f"{config.env}: search return at {config.num_simulations} "
-                           f"simulations, M={config.num_candidates}", meta=meta[:1])
+                     xs=(("env_steps", "environment steps"),), band="iqm",
+                     title=f"{config.env}, {config.num_simulations} simulations, "
+                           f"M={config.num_candidates}\nIQM and {_common.CONFIDENCE:.0%} "
+                           f"bootstrap CI over seeds", meta=meta[:1])
   for row in summary:
     print(f"{row['search']:>7s}: return {row['first_return_mean']:.0f} -> "
           f"{row['final_return_mean']:.0f} (seeds {row['final_return_min']:.0f} .. "
