@@ -20,7 +20,7 @@ import pytest
 
 from smctx import tabular
 from smctx._src import budget
-from tests.policies import POLICIES
+from tests.policies import NAMES_SLOW_BUT_TSMCTS, POLICIES
 
 BUDGETS = range(16, 1025)
 NUM_ACTIONS = (2, 3, 4, 5, 7, 8, 9, 16, 17, 32, 64, 82, 128, 200, 362)
@@ -268,7 +268,7 @@ def test_counted_by_hand(name, num_simulations, num_actions, evaluations):
   assert static_evaluations(POLICIES[name], num_simulations, num_actions) == evaluations
 
 
-@pytest.mark.parametrize("name", ["smc", "smcts", "tsmcts"])
+@pytest.mark.parametrize("name", NAMES_SLOW_BUT_TSMCTS)
 def test_counted_evaluations_spend_the_budget(name):
   configs = TSMCTS_COUNTED if name == "tsmcts" else SMC_COUNTED
   layout_fn = tsmcts_default if name == "tsmcts" else smc_default

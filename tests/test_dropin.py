@@ -176,7 +176,7 @@ def _qtransform_search(name, qtransform_name):
   return jax.jit(search), qtransform
 
 
-@pytest.mark.parametrize("name", ["smcts", "tsmcts"])
+@pytest.mark.parametrize("name", [pytest.param("smcts", marks=pytest.mark.slow), "tsmcts"])
 def test_mctx_completed_by_mix_value_with_options(name):
   params, root, legal = _inputs()
   search, qtransform = _qtransform_search(name, "mix_value_scaled")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import smctx
-from tests.policies import each_policy, each_policy_slow_but_tsmcts
+from tests.policies import each_policy_slow_but_tsmcts
 
 B, A = 4, 5
 
@@ -60,7 +60,7 @@ def _assert_well_formed(out, invalid_actions=None):
     assert not np.any(invalid[np.arange(B)[rows], np.asarray(out.action)[rows]])
 
 
-@each_policy
+@each_policy_slow_but_tsmcts
 def test_extreme_root_logits(policy):
   logits = jnp.array([[0.0, -jnp.inf, 1e30, -1e30, 3.0],
                       [-jnp.inf, -jnp.inf, -jnp.inf, -jnp.inf, 0.0],
@@ -71,7 +71,7 @@ def test_extreme_root_logits(policy):
   assert not np.any(np.asarray(out.search_tree.extra_data.nonfinite_root))
 
 
-@each_policy
+@each_policy_slow_but_tsmcts
 def test_extreme_model_logits(policy):
   logits = jnp.array([-jnp.inf, 1e30, -1e30, 0.0, 5.0])
   out = _search(policy, _root(), _model(jnp.arange(A, dtype=jnp.float32), logits=logits))
@@ -104,7 +104,7 @@ def test_extreme_temperatures(policy, temperature, td_scale):
   _assert_well_formed(out)
 
 
-@each_policy
+@each_policy_slow_but_tsmcts
 def test_all_particles_terminate_at_the_first_step(policy):
   rewards = jnp.asarray([0.5, 1.0, -2.0, 0.25, 0.0])
   out = _search(policy, _root(), _model(rewards, discount=0.0, value=123.0), gumbel_scale=0.0)
@@ -115,7 +115,7 @@ def test_all_particles_terminate_at_the_first_step(policy):
   np.testing.assert_allclose(q[visited], np.broadcast_to(rewards, (B, A))[visited], atol=1e-6)
 
 
-@each_policy
+@each_policy_slow_but_tsmcts
 def test_discounts_zero_one_and_minus_one_mixed_in_a_batch(policy):
   discount = jnp.asarray([0.0, 1.0, -1.0, 0.5])
   rewards = jnp.asarray([0.5, 1.0, -2.0, 0.25, 0.0])
@@ -134,7 +134,7 @@ def test_discounts_zero_one_and_minus_one_mixed_in_a_batch(policy):
     assert np.all(q[2][visited[2]] < np.asarray(rewards)[visited[2]] + 2.0)
 
 
-@each_policy
+@each_policy_slow_but_tsmcts
 def test_nan_from_the_model_is_reported_not_propagated(policy):
   def recurrent_fn(params, rng_key, action, embedding):
     reward = jnp.where(action == 1, jnp.nan, 1.0)
@@ -148,7 +148,7 @@ def test_nan_from_the_model_is_reported_not_propagated(policy):
   assert np.all(np.asarray(out.search_tree.extra_data.nonfinite_model_outputs) > 0)
 
 
-@each_policy
+@each_policy_slow_but_tsmcts
 def test_nonfinite_root_is_reported(policy):
   value = jnp.asarray([0.0, jnp.nan, jnp.inf, 0.0])
   logits = jnp.zeros((B, A)).at[3, 1].set(jnp.nan)
@@ -185,7 +185,7 @@ def _nan_model(params, rng_key, action, embedding):
 # Slow (about 40 s for TSMCTS alone); NaN reporting stays in the default run
 # (test_nan_from_the_model_is_reported_not_propagated).
 @pytest.mark.slow
-@each_policy
+@each_policy_slow_but_tsmcts
 def test_checked_mode_raises_on_data_problems_and_passes_clean_data(policy):
   search = jax.jit(smctx.checked(policy), static_argnums=(3, 4))
   error, out = search(None, jax.random.PRNGKey(0), _root(), _nan_model, 32)
@@ -207,7 +207,7 @@ def test_checked_mode_raises_on_data_problems_and_passes_clean_data(policy):
   assert out.action.shape == (B,)
 
 
-@each_policy
+@each_policy_slow_but_tsmcts
 def test_only_valid_action_with_minus_inf_prior_is_still_chosen(policy):
   # Found by the large hypothesis profile: masking must keep a valid action with
   # prior logit −inf above the invalid ones, or SMC samples only invalid actions.

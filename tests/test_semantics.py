@@ -331,7 +331,7 @@ def test_invalid_actions_are_never_searched_nor_chosen(name):
         assert np.all(np.isfinite(np.asarray(leaf)))
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", NAMES_SLOW_BUT_TSMCTS)
 def test_row_without_valid_action_leaves_other_rows_unchanged(name):
   root, invalid = _noisy_inputs()
   fixed = invalid.at[NO_VALID_ROW].set(jnp.asarray(ILLEGAL[2]))
@@ -348,7 +348,7 @@ def test_row_without_valid_action_leaves_other_rows_unchanged(name):
                                 np.asarray(ref.search_tree.node_values)[others])
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", NAMES_SLOW_BUT_TSMCTS)
 def test_same_key_gives_bit_identical_search(name):
   root, invalid = _noisy_inputs()
   search = _noisy_search(name)
@@ -367,7 +367,7 @@ def test_same_key_gives_bit_identical_search(name):
   assert trace() == trace()
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", NAMES_SLOW_BUT_TSMCTS)
 def test_different_keys_give_different_searches(name):
   # Over four pairs of keys, the share of rows (with a choice to make) whose
   # weights differ. A search that ignored its key would give 0. SMC's
@@ -404,7 +404,7 @@ def test_vmap_over_an_extra_batch_axis_equals_separate_calls(name):
                                np.asarray(single.search_tree.node_values), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", NAMES_SLOW_BUT_TSMCTS)
 def test_policy_inside_lax_scan_matches_a_python_loop(name):
   # Three environment steps; each step searches, acts, and samples the next
   # state with the model itself.

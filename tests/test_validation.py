@@ -6,7 +6,7 @@ import mctx
 import pytest
 
 import smctx
-from tests.policies import each_policy
+from tests.policies import each_policy, each_policy_slow_but_tsmcts
 
 B, A = 2, 4
 
@@ -137,7 +137,7 @@ def test_model_output_type(policy):
     _call(policy, recurrent_fn=recurrent_fn)
 
 
-@each_policy
+@each_policy_slow_but_tsmcts
 def test_small_budget_shrinks_width_instead_of_failing(policy):
   out = _call(policy, num_simulations=3, num_particles=64)
   assert int(out.search_tree.extra_data.num_particles[0]) <= 3
