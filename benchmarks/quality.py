@@ -38,9 +38,14 @@ instances (same comparison and target budget), with its own standard error.
 Rows with `search=prior` (budget 0) are the network alone: argmax prior action,
 prior as target, network value.
 
-Two comparisons in one run:
+Three comparisons in one run:
 
   equal_evaluations  every search at num_simulations = 16, 64, 256, 1024
+  equal_calls        equal sequential recurrent_fn calls S = 16, 64, 256 (the latency on an
+                     accelerator): Gumbel MuZero at num_simulations = S against TSMCTS and
+                     SMCTS (`--calls-searches`) at num_steps = S and widths N = 16, 64, 256
+                     (num_simulations = N·S); the calls made are read from each search's
+                     `extra_data` (smctx: `depth` summed; mctx: one per simulation)
   equal_time         every smctx search at the largest budget on a grid
                      (8, 12, 16, 24, 32, 48, ...) whose time per search of one batch
                      (`--batch` >= 64 roots drawn from all problems, jitted, compiled
@@ -59,7 +64,9 @@ Outputs in `--out` (default `benchmarks/results`; tiny mode: a temporary
 directory): `quality.csv` (one row per comparison, family, network, search and
 budget), `quality_instances.csv` (per-instance means), `quality_timing.csv`,
 `quality.json` (all of it with the metadata and the configuration),
-`quality_equal_evaluations.png`, `quality_equal_time.png` and `quality_table.md`
+`quality_equal_evaluations.png`, `quality_equal_time.png`, `quality_vs_calls.png` (regret
+against sequential calls), `quality_vs_seconds.png` (regret against measured seconds per
+search, every timed search and budget) and `quality_table.md`
 (the printed Markdown tables: each search's normalised simple regret over
 Gumbel MuZero's). CSVs start with `#` metadata lines (device, versions, host,
 mode, date, git revision, command): `pandas.read_csv(path, comment="#")`.
@@ -96,6 +103,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import mctx  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -134,15 +142,19 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "gumbel_muzero_greedy": ("gumbel_muzero", dict(gumbel_scale=0.0)),
 }
 MCTX_POLICIES = (mctx.gumbel_muzero_policy, mctx.muzero_policy)
+# The searches compared at equal sequential calls (`--calls-searches`): each makes S calls
+# (`num_steps=S`) at every width N of the mode, num_simulations = N·S.
+CALLS_SEARCHES = ("tsmcts", "smcts")
 
 MODES = {
     # instances per family, roots per instance (the chain has at most 9 roots)
     "tiny": dict(instances=2, roots=4, budgets=(16,), batch=64, timing_repeats=3,
-                 max_time_budget=64, max_probes=1),
+                 max_time_budget=64, max_probes=1, calls=(4,), widths=(4,)),
     "quick": dict(instances=4, roots=4, budgets=(16, 64, 256, 1024), batch=64, timing_repeats=5,
-                  max_time_budget=65536, max_probes=3),
+                  max_time_budget=65536, max_probes=3, calls=(16, 64, 256), widths=(16, 64, 256)),
     "full": dict(instances=16, roots=16, budgets=(16, 64, 256, 1024), batch=256,
-                 timing_repeats=10, max_time_budget=65536, max_probes=6),
+                 timing_repeats=10, max_time_budget=65536, max_probes=6, calls=(16, 64, 256),
+                 widths=(16, 64, 256)),
 }
 MAX_TIMING_SECONDS = 20.0  # stop repeating a timing after 2 calls once this much was timed
 METRICS = ("simple_regret", "expected_regret", "value_error", "norm_simple_regret",
@@ -299,7 +311,7 @@ class Runner:
     self.timing_statistic = timing_statistic
     self.verbose = verbose
     self.root_fn, self.recurrent_fn = problems.model()
-    self._compiled, self._results, self.times = {}, {}, {}
+    self._compiled, self._results, self.times, self.calls = {}, {}, {}, {}
     self.timing_rows, self.errors = [], []
     # The timing batch: `batch` roots drawn from all problems with a fixed seed.
     pick = np.random.default_rng(seed).permutation(len(self.roots))
@@ -319,8 +331,13 @@ class Runner:
       def run(params, rng_key, roots, invalid):
         out = policy(params, rng_key, root_fn(params, roots), recurrent_fn, budget,
                      invalid_actions=invalid, **kwargs)
+        # Sequential recurrent_fn calls made, as the search reports them (mctx: one per
+        # simulation).
+        extra = out.search_tree.extra_data
+        calls = (jnp.sum(extra.depth, axis=-1) if isinstance(extra, smctx.SearchDiagnostics)
+                 else jnp.full(out.action.shape, budget, jnp.int32))
         return (out.action, out.action_weights,
-                out.search_tree.node_values[:, mctx.Tree.ROOT_INDEX])
+                out.search_tree.node_values[:, mctx.Tree.ROOT_INDEX], calls)
 
       start = time.perf_counter()
       args = (self.params, jax.random.PRNGKey(0)) + self.timing_args
@@ -357,6 +374,7 @@ class Runner:
       outs.append([np.asarray(x)[: min(b, n - c * b)] for x in out])
     self._log(f"  {name:>16s} @ {budget:>5d}: compile {self._compiled[(name, budget)][1]:5.1f} s,"
               f" {n} roots in {time.perf_counter() - start:6.1f} s")
+    self.calls[(name, budget)] = float(np.mean(np.concatenate([o[3] for o in outs])))
     return tuple(np.concatenate([o[i] for o in outs]) for i in range(3))
 
   def time(self, name: str, budget: int, purpose: str = "evaluation"):
@@ -530,8 +548,10 @@ def summarise(inst: list[dict]) -> list[dict]:
     row["seconds"] = first.get("seconds", float("nan"))
     row["reference_seconds"] = first.get("reference_seconds", float("nan"))
     row["match"] = first.get("match", "")
+    row["width"] = first.get("width", float("nan"))
+    row["calls"] = first.get("calls", float("nan"))
     out.append(row)
-  order = {"reference": 0, "equal_evaluations": 1, "equal_time": 2}
+  order = {"reference": 0, "equal_evaluations": 1, "equal_calls": 2, "equal_time": 3}
   nets = {n: i for i, n in enumerate(NETWORK_ORDER + ("all",))}
   out.sort(key=lambda r: (order[r["comparison"]], r["family"], nets.get(r["network"], 9),
                           r["target_budget"], r["search"]))
@@ -593,6 +613,119 @@ def markdown_tables(rows: list[dict], searches, budgets, networks=("all",)) -> s
             cells.append(cell)
           lines.append(f"| {family} | {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def calls_table(rows: list[dict], calls, networks=("all",)) -> str:
+  """Equal sequential calls: each search's regret / Gumbel MuZero's at `S` simulations, and
+  the calls it made (from its `extra_data`), per family, width and `S`."""
+  by = {(r["family"], r["network"], r["search"], r["target_budget"]): r for r in rows
+        if r["comparison"] == "equal_calls"}
+  if not by:
+    return ""
+  families = list(dict.fromkeys(k[0] for k in by))
+  names = list(dict.fromkeys(k[2] for k in by if k[2] != REFERENCE))
+  lines = []
+  for network in networks:
+    pooled = "pooled over the networks" if network == "all" else f"network `{network}`"
+    lines += [f"\n**equal sequential calls** (S calls: Gumbel MuZero at num_simulations = S, "
+              f"smctx at num_steps = S and width N, num_simulations = N·S): normalised simple "
+              f"regret / Gumbel MuZero's, {pooled}; first row per family: Gumbel MuZero's "
+              f"regret ± s.e.; in brackets: the calls made (mean of `extra_data.depth` summed)",
+              "", "| family | search | " + " | ".join(f"S={s}" for s in calls) + " |",
+              "|---|---|" + "---|" * len(calls)]
+    for family in families:
+      cells = []
+      for s in calls:
+        g = by.get((family, network, REFERENCE, s))
+        cells.append(f"{g['norm_simple_regret']:.3f} ± {g['norm_simple_regret_se']:.3f}"
+                     if g else "error")
+      lines.append(f"| {family} | {REFERENCE} (regret) | " + " | ".join(cells) + " |")
+      for name in names:
+        cells = []
+        for s in calls:
+          r = by.get((family, network, name, s))
+          cell = _fmt_ratio(r, by.get((family, network, REFERENCE, s)))
+          if r is not None:
+            cell += f" ({r['calls']:.0f})"
+          cells.append(cell)
+        lines.append(f"| {family} | {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot_calls(rows, calls, path: str, meta: list[str]) -> None:
+  """Regret against sequential calls (pooled networks): Gumbel MuZero at S simulations and
+  each smctx search at each width, one panel per family."""
+  sub = [r for r in rows if r["comparison"] == "equal_calls" and r["network"] == "all"]
+  families = list(dict.fromkeys(r["family"] for r in sub))
+  names = list(dict.fromkeys(r["search"] for r in sub))
+  fig, axes = plt.subplots(1, len(families), squeeze=False, figsize=(3.3 * len(families), 3.4))
+  for ax, family in zip(axes[0], families, strict=True):
+    for k, name in enumerate(names):
+      pts = sorted((r["calls"], r["norm_simple_regret"], r["norm_simple_regret_se"])
+                   for r in sub if r["family"] == family and r["search"] == name)
+      if not pts:
+        continue
+      x, y, e = map(np.asarray, zip(*pts, strict=True))
+      base = name.split(" ")[0]
+      style = dict(color=COLORS.get(base, f"C{k}"), marker="o", ms=3, capsize=2, lw=1.2)
+      if base != REFERENCE:
+        style.update(alpha=0.45 + 0.55 * (k + 1) / len(names), ls="--" if base == "smcts" else "-")
+      ax.errorbar(x, y, yerr=np.nan_to_num(e), label=name, **style)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(calls, [str(c) for c in calls])
+    ax.minorticks_off()
+    ax.set_ylim(bottom=0)
+    ax.set_title(family, fontsize=9)
+    ax.set_xlabel("sequential recurrent_fn calls", fontsize=8)
+    ax.tick_params(labelsize=7)
+  axes[0][0].set_ylabel("regret / spread", fontsize=8)
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  top = 1.0 - 0.35 / fig.get_figheight()
+  fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, top), fontsize=7,
+             ncol=min(len(labels), 7), frameon=False)
+  fig.suptitle("Simple regret at equal sequential calls (mean ± s.e., pooled networks)",
+               fontsize=9, x=0.01, ha="left")
+  save_png(fig, path, meta, top=top - 0.07)
+
+
+def plot_seconds(rows, path: str, meta: list[str], batch: int) -> None:
+  """Regret against measured seconds per search of the timing batch, for every timed search
+  and budget (equal evaluations and equal calls), one panel per family."""
+  sub = [r for r in rows if r["network"] == "all" and np.isfinite(r.get("seconds", np.nan))
+         and (r["comparison"] == "equal_evaluations"
+              or (r["comparison"] == "equal_calls" and r["search"] != REFERENCE))]
+  families = list(dict.fromkeys(r["family"] for r in sub))
+  fig, axes = plt.subplots(1, len(families), squeeze=False, figsize=(3.3 * len(families), 3.8))
+  for ax, family in zip(axes[0], families, strict=True):
+    series: dict = {}
+    for r in sub:
+      if r["family"] != family:
+        continue
+      label = (r["search"] if r["comparison"] == "equal_evaluations"
+               else f"{r['search']} (S varies)")
+      series.setdefault(label, []).append((r["seconds"], r["norm_simple_regret"],
+                                           r["norm_simple_regret_se"]))
+    for k, (label, pts) in enumerate(sorted(series.items())):
+      x, y, e = map(np.asarray, zip(*sorted(pts), strict=True))
+      base = label.split(" ")[0]
+      ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", ms=3, capsize=2, lw=1.0,
+                  label=label, color=COLORS.get(label, f"C{k}"),
+                  ls="--" if "S varies" in label else "-", alpha=1.0 if base == label else 0.7)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_ylim(bottom=0)
+    ax.set_title(family, fontsize=9)
+    ax.set_xlabel(f"seconds per search of {batch} roots", fontsize=8)
+    ax.tick_params(labelsize=7)
+  axes[0][0].set_ylabel("regret / spread", fontsize=8)
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  top = 1.0 - 0.35 / fig.get_figheight()
+  fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, top), fontsize=6,
+             ncol=min(len(labels), 6), frameon=False)
+  fig.suptitle("Simple regret against measured wall-clock (mean ± s.e., pooled networks; "
+               "'S varies': equal-calls runs)", fontsize=9, x=0.01, ha="left")
+  save_png(fig, path, meta, top=top - 0.1)
 
 
 def save_png(fig, path: str, meta: list[str], top: float = 0.95) -> None:
@@ -662,13 +795,13 @@ def run(mode: str = "quick", *, out: str | None = None, searches=None, variants=
         families=None, networks=None, seed_offset: int = 0, batch: int | None = None,
         budgets=None, instances: int | None = None, roots: int | None = None,
         equal_time: bool = True, timing_statistic: str = "min", command: str | None = None,
-        verbose: bool = True) -> dict:
+        verbose: bool = True, calls=None, widths=None, calls_searches=CALLS_SEARCHES) -> dict:
   """Runs the benchmark and writes its files into `out`; returns the JSON document."""
   size = dict(MODES[mode])
   for key, value in (("batch", batch), ("budgets", budgets), ("instances", instances),
-                     ("roots", roots)):
+                     ("roots", roots), ("calls", calls), ("widths", widths)):
     if value is not None:
-      size[key] = tuple(value) if key == "budgets" else value
+      size[key] = tuple(value) if key in ("budgets", "calls", "widths") else value
   budgets = tuple(size["budgets"])
   if out is None:
     out = (tempfile.mkdtemp(prefix="smctx_quality_tiny_") if mode == "tiny"
@@ -690,7 +823,7 @@ def run(mode: str = "quick", *, out: str | None = None, searches=None, variants=
   log(f"{len(probs)} problems ({len(families)} families x {len(networks)} networks x "
       f"{size['instances']} instances), {len(roots)} roots, {params['rewards'].shape[0]} states; "
       f"built in {time.perf_counter() - started:.1f} s")
-  runner = Runner(params, roots, ~table["legal"], searches, batch=size["batch"],
+  runner = Runner(params, roots, ~table["legal"], dict(searches), batch=size["batch"],
                   seed=seed_offset, timing_repeats=size["timing_repeats"],
                   timing_statistic=timing_statistic, verbose=verbose)
 
@@ -712,7 +845,34 @@ def run(mode: str = "quick", *, out: str | None = None, searches=None, variants=
           seconds=seconds if seconds is not None else float("nan"),
           reference_seconds=runner.times.get((REFERENCE, budget)) or float("nan")))
 
-  # 2. Equal wall-clock: each smctx search against the reference's times measured above.
+  # 2. Equal sequential calls: Gumbel MuZero at S simulations (S calls), each smctx search of
+  # `calls_searches` with num_steps=S at each width N (num_simulations = N·S), timed too.
+  calls_names = [n for n in calls_searches if n in searches] if size["calls"] else []
+  if calls_names:
+    log("\n== equal sequential calls")
+  for s in size["calls"] if calls_names else ():
+    result = runner.evaluate(REFERENCE, s)
+    seconds = runner.time(REFERENCE, s) if result is not None else None
+    if result is not None:
+      inst += instance_rows(table, root_metrics(table, *result), dict(
+          comparison="equal_calls", search=REFERENCE, budget=s, target_budget=s, width=1,
+          calls=runner.calls[(REFERENCE, s)],
+          seconds=seconds if seconds is not None else float("nan")))
+    for base in calls_names:
+      policy, kwargs = searches[base]
+      for n in size["widths"]:
+        key = f"{base} N={n} S={s}"
+        runner.searches[key] = (policy, dict(kwargs, num_steps=s))
+        result = runner.evaluate(key, n * s)
+        seconds = runner.time(key, n * s, purpose="equal_calls") if result is not None else None
+        if result is None:
+          continue
+        inst += instance_rows(table, root_metrics(table, *result), dict(
+            comparison="equal_calls", search=f"{base} N={n}", budget=n * s, target_budget=s,
+            width=n, calls=runner.calls[(key, n * s)],
+            seconds=seconds if seconds is not None else float("nan")))
+
+  # 3. Equal wall-clock: each smctx search against the reference's times measured above.
   chosen: dict = {}
   matches = []
   if equal_time:
@@ -754,8 +914,9 @@ def run(mode: str = "quick", *, out: str | None = None, searches=None, variants=
             reference_seconds=targets[budget] or float("nan")))
 
   rows = summarise(inst)
-  tables = markdown_tables(rows, searches, budgets)
-  detailed = markdown_tables(rows, searches, budgets, networks=tuple(networks))
+  tables = markdown_tables(rows, searches, budgets) + calls_table(rows, size["calls"])
+  detailed = (markdown_tables(rows, searches, budgets, networks=tuple(networks))
+              + calls_table(rows, size["calls"], networks=tuple(networks)))
   total = time.perf_counter() - started
 
   write_csv(f"{out}/quality.csv", _rounded(rows), meta)
@@ -767,6 +928,9 @@ def run(mode: str = "quick", *, out: str | None = None, searches=None, variants=
   plot(rows, "equal_evaluations", searches, budgets, f"{out}/quality_equal_evaluations.png",
        meta, f"Simple regret / spread at equal evaluations (mean ± s.e. over "
              f"{size['instances']} instances; dashed: prior argmax)")
+  if calls_names:
+    plot_calls(rows, size["calls"], f"{out}/quality_vs_calls.png", meta)
+  plot_seconds(rows, f"{out}/quality_vs_seconds.png", meta, size["batch"])
   if equal_time:
     plot(rows, "equal_time", [n for n in searches if n == REFERENCE
                               or is_smctx(searches[n][0])], budgets,
@@ -779,7 +943,8 @@ def run(mode: str = "quick", *, out: str | None = None, searches=None, variants=
       timing_statistic=timing_statistic,
       families=families, networks={n: vars(problems.NETWORKS[n]) for n in networks},
       searches={n: dict(policy=f"{p.__module__}.{p.__name__}", kwargs=k)
-                for n, (p, k) in searches.items()},
+                for n, (p, k) in runner.searches.items()},
+      sequential_calls={f"{n}@{b}": c for (n, b), c in runner.calls.items()},
       problems=dict(num_problems=len(probs), num_roots=int(len(roots)),
                     num_states=int(params["rewards"].shape[0])),
       equal_time_matches=matches, timings=runner.timing_rows, errors=runner.errors,
@@ -831,6 +996,12 @@ def main(argv=None):
   parser.add_argument("--instances", type=int, default=None)
   parser.add_argument("--roots", type=int, default=None, help="roots per instance")
   parser.add_argument("--no-equal-time", action="store_true")
+  parser.add_argument("--calls", default=None,
+                      help="sequential calls S of the equal-calls comparison, e.g. 16,64,256 "
+                           "(empty string: skip it)")
+  parser.add_argument("--widths", default=None, help="widths N at equal calls, e.g. 16,64,256")
+  parser.add_argument("--calls-searches", default=",".join(CALLS_SEARCHES),
+                      help="smctx searches compared at equal sequential calls")
   parser.add_argument("--timing-statistic", choices=("min", "median"), default="min",
                       help="per-search time over the repeats (min: least disturbed by other "
                            "processes on a shared machine)")
@@ -851,6 +1022,9 @@ def main(argv=None):
       seed_offset=args.seed_offset, batch=args.batch,
       budgets=[int(b) for b in split(args.budgets)] if args.budgets else None,
       instances=args.instances, roots=args.roots, equal_time=not args.no_equal_time,
+      calls=(None if args.calls is None else [int(c) for c in split(args.calls) or []]),
+      widths=[int(w) for w in split(args.widths)] if args.widths else None,
+      calls_searches=split(args.calls_searches) or (),
       timing_statistic=args.timing_statistic, command="python benchmarks/quality.py " + " ".join(
           shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
 

@@ -15,16 +15,27 @@ learning: it separates "TSMCTS chooses worse" from "TSMCTS's targets train worse
 
 Networks: `early` (150k environment steps of training) and `late` (1M steps), both trained with
 TSMCTS at 16 simulations, seed 0; they are trained on the first run (~1.5 and ~3 min on 2 CPU
-cores) and kept under `--networks` (not committed). Searches: mctx's Gumbel MuZero at each
-budget and with `max_depth` 2, 3, 5 (how much of its lead is depth); smctx's TSMCTS (default and
-paper variant), SMC and SMCTS; TSMCTS with fewer, deeper particles (`num_particles`).
+cores) and kept under `--networks` (not committed).
 
-  python benchmarks/snake_search.py                      # ~20 min on 2 CPU cores (first run)
-  python benchmarks/snake_search.py --episodes 64 --budgets 16,64   # a quick look
+Three comparisons in one run:
 
-Writes `snake_search.csv` / `.json` (per network and search: return, s.e., ratio to Gumbel
-MuZero's return at the same budget, seconds per batch of games) and `snake_search.png` into
-`--out` (default `benchmarks/results/snake_search/`).
+* equal evaluations (`--budgets`): mctx's Gumbel MuZero at each budget and with `max_depth` 2, 3,
+  5 (how much of its lead is depth); smctx's TSMCTS (default and paper variant), SMC and SMCTS;
+  TSMCTS with fewer, deeper particles (`num_particles`);
+* equal sequential calls (`--calls`, `--widths`): Gumbel MuZero at S simulations against TSMCTS
+  and SMCTS making S calls per move (`num_steps=S`) at widths N (num_simulations = N·S); the
+  calls are read from each search's `extra_data` (`calls` column);
+* equal wall-clock (`--time-budgets`): TSMCTS's default layout at the largest budget of a doubling
+  grid whose games took no longer than Gumbel MuZero's at B, both measured in this run.
+
+  python benchmarks/snake_search.py                      # ~1 h on 2 CPU cores
+  python benchmarks/snake_search.py --episodes 64 --budgets 16,64 --calls "" --time-budgets ""
+  python benchmarks/snake_search.py --calls 16,64,256 --widths 16,64,256   # on a GPU
+
+Writes `snake_search.csv` / `.json` (per network, comparison and search: return, s.e., ratio to
+Gumbel MuZero's return in the same comparison, sequential calls per move, seconds per batch of
+games), `snake_search.png` (equal evaluations) and `snake_search_latency.png` (return against
+sequential calls and against seconds) into `--out` (default `benchmarks/results/snake_search/`).
 """
 
 from __future__ import annotations
@@ -70,6 +81,8 @@ class Spec:
   budget: int
   kwargs: tuple = ()
   max_depth: int | None = None
+  comparison: str = "equal_evaluations"  # or equal_calls, equal_time
+  target: int = 0  # Gumbel MuZero's budget this is compared with (0: its own budget)
 
 
 def specs(budgets: list[int]) -> list[Spec]:
@@ -87,6 +100,18 @@ def specs(budgets: list[int]) -> list[Spec]:
   if 256 in budgets:
     out += [Spec("tsmcts num_particles=16", "tsmcts", 256, (("num_particles", 16),)),
             Spec("tsmcts num_particles=8", "tsmcts", 256, (("num_particles", 8),))]
+  return out
+
+
+def calls_specs(calls: list[int], widths: list[int], searches=("tsmcts", "smcts")) -> list[Spec]:
+  """Equal sequential calls: Gumbel MuZero at S simulations, and each smctx search making S
+  calls (`num_steps=S`) at every width N (num_simulations = N·S)."""
+  out = []
+  for s in calls:
+    out.append(Spec("gumbel_muzero", "gumbel_muzero", s, comparison="equal_calls", target=s))
+    for search in searches:
+      out += [Spec(f"{search} N={n}", search, n * s, (("num_steps", s),),
+                   comparison="equal_calls", target=s) for n in widths]
   return out
 
 
@@ -140,10 +165,17 @@ def make_player(config, params, spec: Spec, episodes: int):
     invalid = jnp.where(jnp.all(invalid, -1, keepdims=True), False, invalid)  # trapped: any
     if policy is None:
       logits, _ = network.apply(params, observation)
-      return jax.random.categorical(key, jnp.where(invalid, -jnp.inf, logits))
+      action = jax.random.categorical(key, jnp.where(invalid, -jnp.inf, logits))
+      return action, jnp.zeros(action.shape, jnp.int32)
     root = root_fn(params, key, env_state, observation)
-    return policy(params, key, root, recurrent_fn, spec.budget, invalid_actions=invalid,
-                  max_depth=spec.max_depth).action
+    out = policy(params, key, root, recurrent_fn, spec.budget, invalid_actions=invalid,
+                 max_depth=spec.max_depth)
+    extra = out.search_tree.extra_data
+    # Sequential recurrent_fn calls of this move, as the search reports them (mctx: one per
+    # simulation).
+    calls = (jnp.sum(extra.depth, axis=-1) if isinstance(extra, smctx.SearchDiagnostics)
+             else jnp.full(out.action.shape, spec.budget))
+    return out.action, calls
 
   @jax.jit
   def play(key):
@@ -152,16 +184,16 @@ def make_player(config, params, spec: Spec, episodes: int):
 
     def step(carry, key):
       env_state, timestep, episode_return, playing = carry
-      action = move(env_state, timestep.observation, key)
+      action, calls = move(env_state, timestep.observation, key)
       env_state, timestep = jax.vmap(env.step)(env_state, action)
       episode_return = episode_return + playing * timestep.reward
       playing = playing * (1.0 - timestep.last().astype(jnp.float32))
-      return (env_state, timestep, episode_return, playing), None
+      return (env_state, timestep, episode_return, playing), jnp.mean(calls.astype(jnp.float32))
 
     init = (env_state, timestep, jnp.zeros(episodes), jnp.ones(episodes))
-    (_, _, episode_return, _), _ = jax.lax.scan(step, init,
-                                                jax.random.split(key, config.time_limit))
-    return episode_return
+    (_, _, episode_return, _), calls = jax.lax.scan(step, init,
+                                                    jax.random.split(key, config.time_limit))
+    return episode_return, jnp.mean(calls)
 
   return play
 
@@ -171,10 +203,12 @@ def score(config, params, spec: Spec, episodes: int, seed: int) -> dict:
   key = jax.random.key(seed)
   jax.block_until_ready(play.lower(key).compile())  # compile outside the timing
   start = time.perf_counter()
-  returns = np.asarray(jax.block_until_ready(play(key)))
+  returns, calls = jax.block_until_ready(play(key))
   seconds = time.perf_counter() - start
+  returns = np.asarray(returns)
   return dict(mean_return=float(returns.mean()),
-              se=float(returns.std(ddof=1) / np.sqrt(len(returns))), seconds=seconds)
+              se=float(returns.std(ddof=1) / np.sqrt(len(returns))), seconds=seconds,
+              calls=float(calls))
 
 
 def plot(rows: list[dict], path: str, meta: list[str]) -> None:
@@ -208,13 +242,124 @@ def plot(rows: list[dict], path: str, meta: list[str]) -> None:
   plt.close(fig)
 
 
+def match_time(score_at, target_seconds: float, grid: list[int], measured: dict) -> int:
+  """The largest grid budget whose play took at most `target_seconds` (probing upwards from
+  the budgets measured so far; `measured`: budget -> seconds, updated)."""
+  best = None
+  for budget in grid:
+    if budget not in measured:
+      measured[budget] = score_at(budget)["seconds"]
+    if measured[budget] > target_seconds:
+      break
+    best = budget
+  return best if best is not None else grid[0]
+
+
+def _color(label: str) -> str:
+  """Gray for Gumbel MuZero; greens for TSMCTS, blues for SMCTS, darker for wider."""
+  if label.startswith("gumbel"):
+    return "gray"
+  shades = {"N=16": 0.45, "N=64": 0.7, "N=256": 0.95}
+  level = next((v for k, v in shades.items() if f"{k} " in label + " "), 0.6)
+  cmap = plt.get_cmap("Blues" if label.startswith("smcts") else "Greens")
+  return cmap(level)
+
+
+def plot_latency(rows: list[dict], path: str, meta: list[str]) -> None:
+  """Return against sequential calls (equal calls) and against measured seconds (every run)."""
+  networks = list(dict.fromkeys(r["network"] for r in rows))
+  fig, axes = plt.subplots(len(networks), 2, figsize=(10.4, 3.6 * len(networks)), squeeze=False)
+  for (ax_calls, ax_time), network in zip(axes, networks, strict=True):
+    mine = [r for r in rows if r["network"] == network]
+    calls = [r for r in mine if r["comparison"] == "equal_calls"]
+    for name in dict.fromkeys(r["search"] for r in calls):
+      pts = sorted((r["calls"], r["mean_return"], r["se"]) for r in calls if r["search"] == name)
+      x, m, e = map(np.asarray, zip(*pts, strict=True))
+      ax_calls.errorbar(x, m, yerr=e, fmt="o-" if name == "gumbel_muzero" else "s--",
+                        capsize=3, label=name, color=_color(name))
+    ax_calls.set_xscale("log", base=2)
+    ax_calls.set_xlabel("sequential recurrent_fn calls per move")
+    ax_calls.set_title(f"{network} network: equal sequential calls", fontsize=9)
+    # One series per search (Gumbel MuZero and TSMCTS's default layout at every budget; each
+    # width at equal calls as S varies), each play once.
+    series: dict = {}
+    for r in mine:
+      if r["search"] == "prior" or r["max_depth"] is not None or not r["seconds"] > 0:
+        continue
+      if r["search"] in ("gumbel_muzero", "tsmcts"):
+        label = r["search"] + (" (default layout)" if r["search"] == "tsmcts" else "")
+      elif r["comparison"] == "equal_calls":
+        label = f"{r['search']} (S varies)"
+      else:
+        continue
+      series.setdefault(label, {})[r["budget"]] = (r["seconds"], r["mean_return"], r["se"])
+    for label, points in series.items():
+      x, m, e = map(np.asarray, zip(*sorted(points.values()), strict=True))
+      ax_time.errorbar(x, m, yerr=e, fmt="s--" if "S varies" in label else "o-", capsize=3,
+                       label=label, color=_color(label))
+    ax_time.set_xscale("log")
+    ax_time.set_xlabel("seconds to play the games (all moves, batched)")
+    ax_time.set_title(f"{network} network: return against wall-clock", fontsize=9)
+    for ax in (ax_calls, ax_time):
+      ax.set_ylabel("mean episode return")
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=6)
+  fig.text(0.01, 0.005, "\n".join(meta[:3]), fontsize=5, va="bottom")
+  fig.tight_layout(rect=(0, 0.05, 1, 1))
+  fig.savefig(path, dpi=72, metadata={"Description": "\n".join(meta)})
+  plt.close(fig)
+
+
+def score_network(network: str, config, params, episodes: int, seed: int, *, budgets,
+                  calls, widths, time_budgets, calls_searches) -> list[dict]:
+  """Every comparison's rows for one network (plays shared between comparisons run once)."""
+  rows, done = [], {}
+
+  def run_spec(spec: Spec) -> dict:
+    key = (spec.search, spec.budget, spec.kwargs, spec.max_depth)
+    if key not in done:
+      done[key] = score(config, params, spec, episodes, seed)
+    result = done[key]
+    rows.append(dict(network=network, search=spec.name, budget=spec.budget,
+                     max_depth=spec.max_depth, comparison=spec.comparison,
+                     target_budget=spec.target or spec.budget, **result))
+    print(f"{network:5s} {spec.comparison:17s} {spec.name:28s} {spec.budget:6d}  return "
+          f"{result['mean_return']:6.2f} ± {result['se']:.2f}  ({result['calls']:.0f} calls, "
+          f"{result['seconds']:.1f} s)", flush=True)
+    return result
+
+  for spec in (specs(budgets) if budgets else []):
+    run_spec(spec)
+  for spec in calls_specs(calls, widths, calls_searches):
+    run_spec(spec)
+  # Equal wall-clock: TSMCTS (default layout) at the largest budget of a doubling grid whose
+  # games took no longer than Gumbel MuZero's at B, measured in this run.
+  for b in time_budgets:
+    target = run_spec(Spec("gumbel_muzero", "gumbel_muzero", b, comparison="equal_time",
+                           target=b))["seconds"]
+    measured = {budget: r["seconds"] for (search, budget, kwargs, depth), r in done.items()
+                if search == "tsmcts" and not kwargs and depth is None}
+    probe = functools.partial(lambda target_budget, budget: run_spec(Spec(
+        "tsmcts", "tsmcts", budget, comparison="equal_time_probe", target=target_budget)), b)
+    chosen = match_time(probe, target, [b * 2**k for k in range(9)], measured)
+    run_spec(Spec("tsmcts", "tsmcts", chosen, comparison="equal_time", target=b))
+  return [r for r in rows if r["comparison"] != "equal_time_probe"]
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", default=os.path.join(HERE, "results", "snake_search"))
   parser.add_argument("--networks", default=os.path.join(HERE, "results", "snake_search",
                                                         "networks"),
                       help="where the trained networks are kept (trained if absent)")
-  parser.add_argument("--budgets", default="16,64,256")
+  parser.add_argument("--budgets", default="16,64,256",
+                      help="equal evaluations: every search at these budgets (empty: none)")
+  parser.add_argument("--calls", default="16,64",
+                      help="equal sequential calls S (GPU: 16,64,256; empty: none)")
+  parser.add_argument("--widths", default="16,64,256", help="widths N at equal calls")
+  parser.add_argument("--calls-searches", default="tsmcts,smcts")
+  parser.add_argument("--time-budgets", default="64",
+                      help="equal wall-clock: Gumbel MuZero's budgets matched (empty: none)")
   parser.add_argument("--episodes", type=int, default=128, help="games per search (batched)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--only-networks", default=",".join(NETWORKS),
@@ -223,7 +368,9 @@ def main(argv=None) -> None:
                       help="also score the network of a quick-preset examples/snake.py run "
                            "(its --out, e.g. from compare.py --runs-dir)")
   args = parser.parse_args(argv)
-  budgets = [int(b) for b in args.budgets.split(",")]
+  ints = lambda text: [int(x) for x in text.split(",") if x.strip()]
+  budgets, calls, widths = ints(args.budgets), ints(args.calls), ints(args.widths)
+  time_budgets = ints(args.time_budgets)
   command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + list(argv or sys.argv[1:]))
   meta = metadata(f"episodes {args.episodes}, seed {args.seed}") + [f"command: {command}"]
   os.makedirs(args.out, exist_ok=True)
@@ -235,19 +382,16 @@ def main(argv=None) -> None:
     networks.append((name, functools.partial(checkpoint_network, directory)))
   for network, load in networks:
     config, params = load()
-    for spec in specs(budgets):
-      result = score(config, params, spec, args.episodes, args.seed)
-      rows.append(dict(network=network, search=spec.name, budget=spec.budget,
-                       max_depth=spec.max_depth, **result))
-      print(f"{network:5s} {spec.name:28s} {spec.budget:4d}  return {result['mean_return']:6.2f} "
-            f"± {result['se']:.2f}  ({result['seconds']:.1f} s)", flush=True)
-  gumbel = {(r["network"], r["budget"]): r["mean_return"] for r in rows
-            if r["search"] == "gumbel_muzero"}
+    rows += score_network(network, config, params, args.episodes, args.seed, budgets=budgets,
+                          calls=calls, widths=widths, time_budgets=time_budgets,
+                          calls_searches=args.calls_searches.split(","))
+  reference = {(r["network"], r["comparison"], r["target_budget"]): r["mean_return"]
+               for r in rows if r["search"] == "gumbel_muzero" and r["max_depth"] is None}
   for r in rows:
-    ref = gumbel.get((r["network"], r["budget"]))
+    ref = reference.get((r["network"], r["comparison"], r["target_budget"]))
     r["ratio_to_gumbel"] = r["mean_return"] / ref if ref else float("nan")
-  keys = ["network", "search", "budget", "max_depth", "mean_return", "se", "ratio_to_gumbel",
-          "seconds"]
+  keys = ["network", "comparison", "search", "budget", "target_budget", "max_depth", "calls",
+          "mean_return", "se", "ratio_to_gumbel", "seconds"]
   with open(os.path.join(args.out, "snake_search.csv"), "w") as f:
     f.writelines(f"# {line}\n" for line in meta)
     f.write(",".join(keys) + "\n")
@@ -257,7 +401,11 @@ def main(argv=None) -> None:
   with open(os.path.join(args.out, "snake_search.json"), "w") as f:
     json.dump(dict(metadata=meta, networks=NETWORKS, training_search=TRAINING_SEARCH,
                    training_simulations=TRAINING_SIMULATIONS, rows=rows), f, indent=1)
-  plot(rows, os.path.join(args.out, "snake_search.png"), meta)
+  evaluations = [r for r in rows if r["comparison"] == "equal_evaluations"]
+  if evaluations:
+    plot(evaluations, os.path.join(args.out, "snake_search.png"), meta)
+  if any(r["comparison"] != "equal_evaluations" for r in rows):
+    plot_latency(rows, os.path.join(args.out, "snake_search_latency.png"), meta)
   print(f"results in {args.out}")
 
 

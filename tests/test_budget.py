@@ -142,6 +142,22 @@ def test_counted_evaluations_and_sequential_calls(name, num_simulations, num_act
     np.testing.assert_array_equal(visits.sum(-1), np.full(BATCH, counter.evaluations // BATCH))
 
 
+@pytest.mark.parametrize("num_simulations,num_actions,num_steps", [
+    (256, 8, 16),  # 16 calls of 16 particles
+    (100, 5, 7),  # 7 calls of 14 (98 evaluations)
+    (64, 4, 64),  # one particle, as deep as mctx's 64 simulations
+    (64, 9, 2),  # two calls: at most two halving iterations (m1 = 4)
+])
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_num_steps_sets_the_sequential_calls_and_the_width(name, num_simulations, num_actions,
+                                                          num_steps):
+  out, counter = run_counted(POLICIES[name], num_simulations, num_actions, "omit",
+                             num_steps=num_steps)
+  width = check_budget(out, counter, num_simulations, num_actions, None)
+  assert counter.calls == num_steps
+  assert width == num_simulations // num_steps
+
+
 def test_mctx_gumbel_muzero_makes_one_call_per_simulation():
   """The same counter on mctx: 256 sequential calls of B embeddings each."""
   out, counter = run_counted(mctx.gumbel_muzero_policy, 256, 8, "omit")

@@ -81,12 +81,15 @@ def test_tsmcts_default_layouts_spend_the_budget(max_depth):
         under_90.add((num_simulations, num_actions))
       # The design: every candidate when the budget gives each iteration a
       # step, two particles per candidate when it gives them two steps each
-      # (depth 2 or more); never narrower than depth 8 per iteration would be.
+      # (depth 2 or more); never narrower than depth 8 per iteration would be, nor
+      # than the sqrt(budget)/2 sequential calls that larger budgets grow to.
       if m1 * k <= num_simulations:
         assert layout.num_considered == m1, context
         assert len(layout.depths) == k, context
         assert n >= m1, context
-        assert n >= num_simulations // (k * 8), context
+        assert n >= num_simulations // max(k * 8, round(math.sqrt(num_simulations) / 2)), context
+      if max_depth is None:
+        assert layout.num_steps >= round(math.sqrt(num_simulations) / 2), context
       if 2 * m1 * k * 2 <= num_simulations:
         assert n >= 2 * m1, context
       # Groups deep enough for distinct paths: a candidate's ceil(N / m_i)
@@ -111,7 +114,8 @@ def test_tsmcts_default_layouts_spend_the_budget(max_depth):
     # SMC/SMCTS spent 20 (N = 4), TSMCTS 16 (N = 8, two steps); TSMCTS now 21 (N = 7,
     # depths 1 and 2: two steps per iteration would leave N <= 5, spending 20 or less).
     (23, 4, 7, 7),
-    (599, 200, 299, 74),  # SMC/SMCTS spent 400 (N = 200); TSMCTS 592 (depth 2 x 4 iterations)
+    # SMC/SMCTS spent 400 (N = 200); TSMCTS 588 (12 = round(sqrt(599) / 2) calls of 49).
+    (599, 200, 299, 49),
 ])
 def test_previously_underspent_layouts(num_simulations, num_actions, smc_width,
                                        tsmcts_width):
@@ -129,10 +133,23 @@ def test_previously_underspent_layouts(num_simulations, num_actions, smc_width,
     (16, 4, 4, (2, 2)),  # 8 x (1, 1) would repeat the root step of 2 and then 4 copies
     (64, 4, 12, (2, 3)),  # 16 x (2, 2) puts 8 on the 4 paths of depth 2; 13 x (2, 3) > 64
     (256, 9, 27, (2, 2, 2, 3)),  # 32 x (2, 2, 2, 2): 16 > 9 at the end; 28 x 9 steps > 256
-    (1024, 362, 128, (2, 2, 2, 2)),  # 362 paths at depth 2: unchanged, 64 per survivor
+    (256, 362, 32, (2, 2, 2, 2)),  # 362 paths at depth 2: unchanged, 16 per survivor
 ])
 def test_default_layouts_leave_room_for_distinct_paths(num_simulations, num_actions, width,
                                                        depths):
+  layout = tsmcts_default(num_simulations, num_actions)
+  assert (layout.num_particles, layout.depths) == (width, depths)
+
+
+@pytest.mark.parametrize("num_simulations,num_actions,width,depths", [
+    # sqrt(budget)/2 sequential calls, spread over the K iterations, width budget // calls.
+    (1024, 4, 64, (8, 8)),  # the distinct-path layout made 9 calls (113 particles)
+    (4096, 9, 128, (8, 8, 8, 8)),  # 32 calls: 4096 // 32 = 128 particles
+    (4096, 362, 128, (8, 8, 8, 8)),  # m1 = 16 candidates, K = 4
+    (2500, 2, 100, (25,)),  # one iteration: all 25 calls in it
+])
+def test_larger_budgets_buy_depth_as_well_as_width(num_simulations, num_actions, width,
+                                                   depths):
   layout = tsmcts_default(num_simulations, num_actions)
   assert (layout.num_particles, layout.depths) == (width, depths)
 

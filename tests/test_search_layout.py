@@ -23,9 +23,27 @@ import smctx
     # SMC with 2 particles: 8 sequential steps.
     ("smc", dict(num_particles=2), smctx.Layout(2, 0, (0,), (8,))),
     (smctx.sampled_smcts_policy, dict(num_particles=4), smctx.Layout(4, 4, (4,), (4,))),
+    # The latency: 8 sequential calls, width 16 // 8 = 2, both candidates, one iteration.
+    ("tsmcts", dict(num_steps=8), smctx.Layout(2, 2, (2,), (8,))),
+    ("smcts", dict(num_steps=8), smctx.Layout(2, 2, (2,), (8,))),
+    ("smc", dict(num_steps=3), smctx.Layout(5, 0, (0,), (3,))),
+    # One call: 16 particles; one call can only hold one halving iteration, so m1 = 2.
+    ("tsmcts", dict(num_steps=1), smctx.Layout(16, 2, (2,), (1,))),
 ])
 def test_search_layout_by_hand(policy, kw, want):
   assert smctx.search_layout(policy, 16, 4, **kw) == want
+
+
+@pytest.mark.parametrize("num_simulations,num_actions,num_steps,want", [
+    # 64 calls of 16 particles over 9 candidates: K = 4 iterations of 16 steps.
+    (1024, 9, 64, smctx.Layout(16, 9, (9, 5, 3, 2), (16, 16, 16, 16))),
+    # 10 calls over 4 iterations, the remainder on the last ones: (2, 2, 3, 3); width 10.
+    (100, 9, 10, smctx.Layout(10, 9, (9, 5, 3, 2), (2, 2, 3, 3))),
+    # 3 calls hold at most 3 iterations: m1 = 8 of the 9 actions (K = 3).
+    (96, 9, 3, smctx.Layout(32, 8, (8, 4, 2), (1, 1, 1))),
+])
+def test_tsmcts_layout_of_a_requested_latency(num_simulations, num_actions, num_steps, want):
+  assert smctx.search_layout("tsmcts", num_simulations, num_actions, num_steps=num_steps) == want
 
 
 @pytest.mark.parametrize("name", [pytest.param("smc", marks=pytest.mark.slow),
@@ -55,7 +73,8 @@ def test_search_layout_is_what_the_search_runs(name):
 @pytest.mark.parametrize("kw,name", [
     (dict(policy="mcts"), "policy"), (dict(num_simulations=0), "num_simulations"),
     (dict(num_actions=2.5), "num_actions"), (dict(variant="fast"), "variant"),
-    (dict(depth_per_iteration=0), "depth_per_iteration")])
+    (dict(depth_per_iteration=0), "depth_per_iteration"), (dict(num_steps=0), "num_steps"),
+    (dict(num_steps=4, num_particles=4), "num_steps")])
 def test_search_layout_refuses_bad_arguments_naming_them(kw, name):
   args = dict(policy="tsmcts", num_simulations=16, num_actions=4)
   args.update(kw)

@@ -39,6 +39,15 @@ TSMCTS_MIN_PARTICLES_PER_CANDIDATE = 2
 # A default width spends at least this share of the budget, in percent, when
 # the design allows (module docstring).
 MIN_SPEND_PERCENT = 90
+# smctx's default TSMCTS layout makes at least `sqrt(num_simulations) / 2` sequential calls
+# (from about 1024 simulations on): a larger budget buys depth as well as width
+# (docs/algorithms.md, "Compute scaling").
+STEPS_GROWTH = 0.5
+
+
+def default_steps(num_simulations: int) -> int:
+  """The fewest sequential calls of smctx's default TSMCTS layout: `sqrt(budget)/2`."""
+  return max(1, round(STEPS_GROWTH * math.sqrt(num_simulations)))
 
 
 def num_halving_iterations(num_considered: int) -> int:
@@ -121,15 +130,29 @@ def _fill_width(budget: int, min_width: int, target_steps: int, min_steps: int,
   return best_width
 
 
+def width_of_steps(num_simulations: int, num_steps: int) -> int:
+  """The width `N` of a search asked for `num_steps` sequential calls: `num_simulations //
+  num_steps` (at least 1), the widest that fits the budget."""
+  return max(1, num_simulations // num_steps)
+
+
 def smc_layout(num_simulations: int, num_actions: int, num_particles: int | None,
-               max_depth: int | None, assign_without_replacement: bool) -> Layout:
+               max_depth: int | None, assign_without_replacement: bool,
+               num_steps: int | None = None) -> Layout:
   """Width and depth of SMC and SMCTS: `T = num_simulations // N` steps.
 
   Default width: depth `SMC_TARGET_DEPTH` (capped by `max_depth`), at least one
   particle per action when the budget allows (SMCTS coverage), and shallower
   (wider) where that spends the budget better (`_fill_width`): at least
-  `MIN_SPEND_PERCENT` of `num_simulations`, for every budget.
+  `MIN_SPEND_PERCENT` of `num_simulations`, for every budget. `num_steps`
+  (the latency) sets `T` and the width `num_simulations // T` instead.
   """
+  if num_steps is not None:
+    width = width_of_steps(num_simulations, num_steps)
+    depths = _spread_depths(width * min(num_steps, num_simulations), width, 1, max_depth)
+    considered = min(width, num_actions) if assign_without_replacement else 0
+    return Layout(num_particles=width, num_considered=considered,
+                  considered_per_iteration=(considered,), depths=depths)
   if num_particles is None:
     depth = SMC_TARGET_DEPTH if max_depth is None else min(SMC_TARGET_DEPTH, max_depth)
     width = _fill_width(num_simulations, min(num_actions, num_simulations), depth, 1,
@@ -145,8 +168,10 @@ def smc_layout(num_simulations: int, num_actions: int, num_particles: int | None
 def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | None,
                   max_num_considered_actions: int, max_depth: int | None,
                   target_depth: int = TSMCTS_TARGET_DEPTH,
-                  distinct_paths: bool = True) -> Layout:
+                  distinct_paths: bool = True, num_steps: int | None = None) -> Layout:
   """Width, candidates and per-iteration depth of TSMCTS.
+
+  `num_steps` (the latency, sequential calls) gives `steps_layout`; otherwise:
 
   `m1 = min(max_num_considered_actions, A, N)`, `K = ceil(log2 m1)`,
   `T_SH = num_simulations // (N·K)`; if that is below one step, the width
@@ -165,6 +190,9 @@ def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | N
   `MIN_SPEND_PERCENT` of `num_simulations` whenever `num_simulations >= 32`
   (module docstring).
   """
+  if num_steps is not None:
+    return steps_layout(num_simulations, num_actions, num_steps, max_num_considered_actions,
+                        max_depth)
   m1 = min(max_num_considered_actions, num_actions)
   if num_particles is None:
     depth = target_depth if max_depth is None else min(target_depth, max_depth)
@@ -199,6 +227,29 @@ def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | N
     if width * sum(minimum) > num_simulations:
       minimum = None
   depths = _spread_depths(num_simulations, width, iterations, max_depth, minimum)
+  layout = Layout(num_particles=width, num_considered=m1,
+                  considered_per_iteration=halving_sequence(m1), depths=depths)
+  if (num_particles is None and distinct_paths and max_depth is None
+      and layout.num_steps < default_steps(num_simulations)):
+    # Larger budgets: depth grows with the budget too (smctx's default, beyond the paper).
+    return steps_layout(num_simulations, num_actions, default_steps(num_simulations),
+                        max_num_considered_actions, max_depth)
+  return layout
+
+
+def steps_layout(num_simulations: int, num_actions: int, num_steps: int,
+                 max_num_considered_actions: int, max_depth: int | None) -> Layout:
+  """TSMCTS making `num_steps` sequential calls: width `N = num_simulations // num_steps`,
+  the steps spread over the `K` iterations (the remainder on the last ones).
+
+  `m1 = min(max_num_considered_actions, A, N)`, and at most `2^num_steps` so that every
+  iteration gets a step; `max_depth` caps every iteration (then fewer calls are made).
+  """
+  width = width_of_steps(num_simulations, num_steps)
+  m1 = min(max_num_considered_actions, num_actions, width, 2 ** min(num_steps, 30))
+  iterations = num_halving_iterations(m1)
+  steps = min(num_steps, num_simulations)
+  depths = _spread_depths(width * steps, width, iterations, max_depth)
   return Layout(num_particles=width, num_considered=m1,
                 considered_per_iteration=halving_sequence(m1), depths=depths)
 
@@ -243,7 +294,7 @@ _POLICY_NAMES = {"smc": "smc", "smcts": "smcts", "tsmcts": "tsmcts", "smc_policy
 def search_layout(policy: str | Callable, num_simulations: int, num_actions: int, *,
                   num_particles: int | None = None, max_depth: int | None = None,
                   max_num_considered_actions: int = 16, depth_per_iteration: int | None = None,
-                  variant: str = "smctx") -> Layout:
+                  variant: str = "smctx", num_steps: int | None = None) -> Layout:
   """The width and depth a search will use, without running it.
 
   Args:
@@ -256,6 +307,7 @@ def search_layout(policy: str | Callable, num_simulations: int, num_actions: int
     max_num_considered_actions: as passed to the policy (TSMCTS only).
     depth_per_iteration: as passed to `tsmcts_policy` (TSMCTS only).
     variant: as passed to `tsmcts_policy` (TSMCTS only).
+    num_steps: as passed to the policy (None: chosen from the budget).
 
   Returns:
     `smctx.Layout`: `num_particles` (width `N`), `num_considered` (`m1`),
@@ -269,14 +321,15 @@ def search_layout(policy: str | Callable, num_simulations: int, num_actions: int
                      "an smctx policy function.")
   validation.check_positive_int("num_simulations", num_simulations)
   validation.check_positive_int("num_actions", num_actions)
-  validation.check_positive_int("num_particles", num_particles, allow_none=True)
+  validation.check_width_and_steps(num_particles, num_steps)
   validation.check_positive_int("max_depth", max_depth, allow_none=True)
   validation.check_positive_int("max_num_considered_actions", max_num_considered_actions)
   validation.check_positive_int("depth_per_iteration", depth_per_iteration, allow_none=True)
   validation.check_choice("variant", variant, validation.TSMCTS_VARIANTS)
   if name != "tsmcts":
     return smc_layout(num_simulations, num_actions, num_particles, max_depth,
-                      assign_without_replacement=name == "smcts")
+                      assign_without_replacement=name == "smcts", num_steps=num_steps)
   target_depth, distinct_paths = tsmcts_variant_depth(variant, depth_per_iteration)
   return tsmcts_layout(num_simulations, num_actions, num_particles, max_num_considered_actions,
-                       max_depth, target_depth, distinct_paths=distinct_paths)
+                       max_depth, target_depth, distinct_paths=distinct_paths,
+                       num_steps=num_steps)

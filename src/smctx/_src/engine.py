@@ -52,6 +52,8 @@ class EngineConfig:
   distinct_copies: after resampling, the copies of one particle take its
     actions without replacement (Gumbel-top-k over its prior, `copy_actions`)
     instead of independent draws; discrete actions only.
+  td_lambda: the λ of the returns the labels' means take in (1: the
+    bootstrapped return `G + Γ·v`; `particles.start_lambda_return`).
   """
   temperature: float
   td_scale: str
@@ -63,6 +65,7 @@ class EngineConfig:
   labels_are_runs: bool = False
   backpropagate: bool = True
   distinct_copies: bool = False
+  td_lambda: float = 1.0
 
 
 @chex.dataclass(frozen=True)
@@ -191,7 +194,8 @@ def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scal
   """
   chex.assert_equal_shape([particles.value, step.value, step.reward, step.discount])
   delta, td_scale = scaled_td(particles, step, td_scale, config)
-  particles = particles_lib.advance(particles, step, delta / config.temperature)
+  particles = particles_lib.advance(particles, step, delta / config.temperature,
+                                    config.td_lambda)
   if config.backpropagate:  # before resampling: every particle's return counts once
     values = backpropagation.update(values, particles, config.labels_are_runs)
   particles, group_resamples, ess, source = resample_within_groups(
@@ -282,6 +286,7 @@ def run_smc(params: chex.ArrayTree, rng_key: chex.PRNGKey, model: ActionModel,
   batch_size = particles.value.shape[0]
   values = backpropagation.ActionValues.zeros(batch_size, config.num_labels)
   keys = step_keys(rng_key, num_steps)
+  particles = particles_lib.start_lambda_return(particles, config.td_lambda)
 
   def body(i: chex.Array, carry: tuple) -> tuple:
     particles, values, td_scale = carry

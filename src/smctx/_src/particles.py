@@ -15,7 +15,7 @@ of every root at once.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import chex
 import jax
@@ -56,11 +56,28 @@ class Particles:
   log_weight: chex.Array
   group: chex.Array
   label: chex.Array
+  estimate: Optional[chex.Array] = None
+  trace: Optional[chex.Array] = None
 
   @property
   def bootstrapped_return(self) -> chex.Array:
-    """`Ĝ = G + Γ·v`: the particle's estimate of the value of its label."""
+    """The particle's estimate of the value of its label: `Ĝ = G + Γ·v`, or with
+    `td_lambda < 1` its λ-return along the path (`start_lambda_return`)."""
+    if self.estimate is not None:
+      return self.estimate
     return self.returns + self.discount_product * self.value
+
+
+def start_lambda_return(particles: Particles, td_lambda: float) -> Particles:
+  """Starts the λ-return of particles at the state they estimate from (the root, or `s2`).
+
+  `G^λ = v_0 + Σ_j λ^(j−1)·Γ_(j−1)·δ_j` (`estimate`; `trace` is `λ^(j−1)·Γ_(j−1)`): the
+  `k`-step returns weighted `(1−λ)·λ^(k−1)`, the deepest taking the rest. With
+  `td_lambda = 1` the sum telescopes to `Ĝ = G + Γ·v`, which is kept instead (no state).
+  """
+  if td_lambda == 1.0:
+    return particles.replace(estimate=None, trace=None)
+  return particles.replace(estimate=particles.value, trace=jnp.ones_like(particles.value))
 
 
 def broadcast_to_particles(tree: chex.ArrayTree, num_particles: int) -> chex.ArrayTree:
@@ -175,16 +192,22 @@ def td_log_weight_increment(particles: Particles, step: ModelStep,
   return jnp.where(alive, delta / temperature, 0.0)
 
 
-def advance(particles: Particles, step: ModelStep,
-            log_weight_increment: chex.Array) -> Particles:
-  """Moves every particle to its successor and backs its return up along it."""
-  return particles.replace(
+def advance(particles: Particles, step: ModelStep, log_weight_increment: chex.Array,
+            td_lambda: float = 1.0) -> Particles:
+  """Moves every particle to its successor and backs its return up along it (and its
+  λ-return, `start_lambda_return`)."""
+  advanced = particles.replace(
       embedding=step.embedding,
       policy=step.policy,
       value=step.value,
       returns=particles.returns + particles.discount_product * step.reward,
       discount_product=particles.discount_product * step.discount,
       log_weight=particles.log_weight + log_weight_increment)
+  if particles.estimate is None:
+    return advanced
+  delta = td_log_weight_increment(particles, step, 1.0)
+  return advanced.replace(estimate=particles.estimate + particles.trace * delta,
+                          trace=particles.trace * td_lambda * step.discount)
 
 
 def group_ess(log_weight: chex.Array, group: chex.Array, num_groups: int):

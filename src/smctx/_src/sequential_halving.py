@@ -99,6 +99,25 @@ def combine_iterations(q_sh: chex.Array, n_sh: chex.Array, q_i: chex.Array,
   return q, total
 
 
+def inverse_variance_counts(count: chex.Array, returns: chex.Array, weight: chex.Array,
+                            root_action: chex.Array, td_variance: chex.Array) -> chex.Array:
+  """Particle counts `[B, A]` shrunk by the spread of each candidate's estimate.
+
+  A candidate's `n` particles carry returns `[B, N]` with weights `[B, N]`; `s²` is their
+  weighted variance. The count becomes `n·σ0² / (s² + σ0²)`, `σ0²` being the root's
+  running TD-error variance `[B]`: equal spreads leave the counts' ratios as they are
+  (the paper's `Var ∝ 1/N`), a wider spread weighs less (`iteration_weights="variance"`).
+  """
+  num_actions = count.shape[-1]
+  stacked = jnp.stack([weight, weight * returns, weight * returns * returns], axis=-1)
+  sum_w, sum_wr, sum_wr2 = jnp.moveaxis(
+      segments.segment_sum(stacked, root_action, num_actions), -1, 0)
+  mean = sum_wr / jnp.maximum(sum_w, 1e-30)
+  spread = jnp.maximum(sum_wr2 / jnp.maximum(sum_w, 1e-30) - mean * mean, 0.0)
+  floor = jnp.maximum(td_variance, 1e-12)[:, None]
+  return count * floor / (spread + floor)
+
+
 @chex.dataclass(frozen=True)
 class HalvingState:
   """Root state of Sequential Halving, `O(A)` per root whatever the budget.

@@ -39,6 +39,7 @@ def smc_policy(
     qtransform: mctx.QTransform = mctx.qtransform_completed_by_mix_value,
     gumbel_scale: chex.Numeric = 1.0,
     num_particles: Optional[int] = None,
+    num_steps: Optional[int] = None,
     temperature: float = DEFAULT_TEMPERATURE,
     td_scale: str = "running",
     resample: str = "ess",
@@ -74,6 +75,11 @@ def smc_policy(
     gumbel_scale: scale of the Gumbel noise used to sample `action` from the
       policy target (0 gives its argmax).
     num_particles: width `N`; None chooses it from the budget.
+    num_steps: the number of sequential `recurrent_fn` calls (the search's
+      latency on an accelerator); the width is then `num_simulations //
+      num_steps`, so `num_simulations` stays the budget and the two set
+      latency and width separately. None: both chosen from the budget. Not
+      together with `num_particles`.
     temperature: SMC temperature of the TD log-weights.
     td_scale: "running" (TD errors divided by their running RMS) or "none".
     resample: "ess", "always" or "never".
@@ -90,7 +96,8 @@ def smc_policy(
   del qtransform  # SMC's target is an occupancy, not a greedified Q.
   options = start_lib.SearchOptions(
       num_simulations, num_particles, max_depth, gumbel_scale, max_num_considered_actions,
-      temperature, td_scale, resample, ess_threshold, resampling_method)
+      temperature, td_scale, resample, ess_threshold, resampling_method,
+      num_steps=num_steps)
   start = start_lib.start_search(rng_key, root, recurrent_fn, invalid_actions, options, "smc")
   prepared, layout, num_actions = start.root, start.layout, start.num_actions
   # Root actions sampled from the prior: the occupancy estimator requires it.

@@ -9,6 +9,7 @@ weighted returns of every root action and returns the greedified policy
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import chex
@@ -21,6 +22,7 @@ from smctx._src import start as start_lib
 from smctx._src import greedification
 from smctx._src import root as root_lib
 from smctx._src import sequential_halving
+from smctx._src import validation
 from smctx._src.base import SearchDiagnostics
 from smctx._src.engine import DEFAULT_TEMPERATURE
 
@@ -37,12 +39,14 @@ def smcts_policy(
     qtransform: mctx.QTransform = mctx.qtransform_completed_by_mix_value,
     gumbel_scale: chex.Numeric = 1.0,
     num_particles: Optional[int] = None,
+    num_steps: Optional[int] = None,
     temperature: float = DEFAULT_TEMPERATURE,
     td_scale: str = "running",
     resample: str = "ess",
     ess_threshold: float = 0.5,
     resampling_method: str = "systematic",
     max_num_considered_actions: int = 16,
+    td_lambda: float = 1.0,
 ) -> mctx.PolicyOutput[SearchDiagnostics]:
   """Runs SMCTS (SMC with root back-propagation) and returns an `mctx.PolicyOutput`.
 
@@ -71,6 +75,18 @@ def smcts_policy(
     gumbel_scale: scale of the Gumbel noise (root assignment and the action
       `argmax g + logits + σ(Q̃)`); 0 gives a greedy action.
     num_particles: width `N`; None chooses it from the budget.
+    num_steps: the number of sequential `recurrent_fn` calls (the search's
+      latency on an accelerator); the width is then `num_simulations //
+      num_steps`, so `num_simulations` stays the budget and the two set
+      latency and width separately. None: both chosen from the budget. Not
+      together with `num_particles`.
+    td_lambda: λ of the returns the search's value means take in, per
+      particle: `v_0 + Σ_j λ^(j−1)·Γ_(j−1)·δ_j`, the `k`-step returns weighted
+      `(1−λ)·λ^(k−1)` (the paper's open question 1; `docs/algorithms.md`,
+      "TD(λ) backups"). 1 (default) is the bootstrapped return `G + Γ·v`, as
+      specified. Below 1 deep returns count less: measured to help deep
+      layouts on problems with informative values and to cost Snake, so
+      not the default.
     temperature: SMC temperature of the TD log-weights.
     td_scale: "running" (TD errors divided by their running RMS) or "none".
     resample: "ess", "always" or "never".
@@ -85,16 +101,19 @@ def smcts_policy(
     per action (visits = particle-steps under the action, Q = running mean)
     and `search_tree.extra_data` a `SearchDiagnostics`.
   """
+  validation.check_td_lambda(td_lambda)
   options = start_lib.SearchOptions(
       num_simulations, num_particles, max_depth, gumbel_scale, max_num_considered_actions,
-      temperature, td_scale, resample, ess_threshold, resampling_method)
+      temperature, td_scale, resample, ess_threshold, resampling_method,
+      num_steps=num_steps)
   start = start_lib.start_search(rng_key, root, recurrent_fn, invalid_actions, options, "smcts")
   prepared, layout = start.root, start.layout
   root_action = _root_actions(start.init_key, prepared, start.num_particles)
   particles = root_lib.particles_taking(prepared, start.model, root_action, params,
                                         start.init_key)
+  config = dataclasses.replace(start.config, td_lambda=td_lambda)
   _, values, diagnostics = engine.run_smc(
-      params, start.search_key, start.model, particles, layout.num_steps, start.config, loop_fn)
+      params, start.search_key, start.model, particles, layout.num_steps, config, loop_fn)
 
   greedified = greedification.greedify(
       prior_logits=prepared.prior_logits, raw_value=prepared.value,

@@ -68,15 +68,18 @@ class SearchOptions:
   resampling_method: str
   tsmcts_target_depth: int = budget.TSMCTS_TARGET_DEPTH
   tsmcts_distinct_paths: bool = True
+  num_steps: Optional[int] = None
 
   def layout(self, algorithm: str, num_actions: int) -> Layout:
     """Width and depth of `algorithm` ("smc", "smcts" or "tsmcts"), `budget.py`."""
     if algorithm == "tsmcts":
       return budget.tsmcts_layout(self.num_simulations, num_actions, self.num_particles,
                                   self.max_num_considered_actions, self.max_depth,
-                                  self.tsmcts_target_depth, self.tsmcts_distinct_paths)
+                                  self.tsmcts_target_depth, self.tsmcts_distinct_paths,
+                                  num_steps=self.num_steps)
     return budget.smc_layout(self.num_simulations, num_actions, self.num_particles,
-                             self.max_depth, assign_without_replacement=algorithm == "smcts")
+                             self.max_depth, assign_without_replacement=algorithm == "smcts",
+                             num_steps=self.num_steps)
 
 
 def start_search(rng_key: chex.PRNGKey, root: mctx.RootFnOutput,

@@ -141,6 +141,7 @@ class Context:
   gumbel_scale: chex.Numeric
   elimination: str
   target_qtransform: mctx.QTransform
+  iteration_weights: str = "visits"
 
   @property
   def num_considered(self) -> int:
@@ -169,7 +170,7 @@ def start_iteration(ctx: Context, score: chex.Array,
                                          group, label=root_action, params=ctx.params,
                                          rng_key=ctx.search_key)
   values = ActionValues.zeros(root_action.shape[0], ctx.num_particles)
-  return particles, values
+  return particles_lib.start_lambda_return(particles, ctx.config.td_lambda), values
 
 
 def root_step(ctx: Context, state: SearchState, step: ModelStep, rng_keys: chex.Array,
@@ -199,6 +200,7 @@ def reroot(ctx: Context, state: SearchState,
   the distinct second actions per group `[B]`."""
   particles, record = rerooting.reroot(state.particles, state.successors, rng_keys,
                                        ctx.num_considered, ctx.model, ctx.gumbel_scale)
+  particles = particles_lib.start_lambda_return(particles, ctx.config.td_lambda)
   successors = state.successors.replace(
       reward=record.reward, discount=record.discount, value=record.value,
       policy=particles.policy, embedding=particles.embedding)
@@ -266,6 +268,8 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
       record.reward, record.discount, record.value, record.root_action, improvement,
       ctx.root.prior_logits.shape[-1])
   depth = jnp.asarray(ctx.schedule.depths, jnp.float32)[iteration]
+  if ctx.iteration_weights == "variance":
+    count = _variance_weights(ctx, state, count)
   halving = sequential_halving.record_iteration(state.halving, q_iter, count, depth, iteration)
   score = ctx.score(halving)
   if ctx.elimination == "random":
@@ -284,6 +288,19 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
   return engine.match_varying(
       state.replace(particles=particles, values=values, halving=halving, successors=successors),
       state)
+
+
+def _variance_weights(ctx: Context, state: SearchState, count: chex.Array) -> chex.Array:
+  """The iteration's weights by inverse variance (`iteration_weights="variance"`): each
+  candidate's particles' returns `r + γ·Ĝ(s2)` against the running TD-error variance."""
+  record, particles = state.root_step, state.particles
+  lw = particles.log_weight
+  weight = jnp.exp(lw - segments.segment_max(lw, particles.group, ctx.num_considered,
+                                             gather=True))
+  returns = record.reward + record.discount * particles.bootstrapped_return
+  td_variance = state.td_scale.sum_sq / jnp.maximum(state.td_scale.count, 1.0)
+  return sequential_halving.inverse_variance_counts(count, returns, weight, record.root_action,
+                                                    td_variance)
 
 
 def search_step(ctx: Context, keys: chex.Array, elimination_key: chex.PRNGKey, i: chex.Array,
@@ -334,9 +351,12 @@ def tsmcts_policy(
     max_num_considered_actions: int = 16,
     gumbel_scale: chex.Numeric = 1.0,
     num_particles: Optional[int] = None,
+    num_steps: Optional[int] = None,
     depth_per_iteration: Optional[int] = None,
     reuse_successors: Optional[bool] = None,
     distinct_copies: bool = False,
+    td_lambda: float = 1.0,
+    iteration_weights: str = "visits",
     temperature: float = DEFAULT_TEMPERATURE,
     td_scale: str = "running",
     resample: str = "ess",
@@ -397,6 +417,11 @@ def tsmcts_policy(
     num_particles: width `N`; None chooses it from the budget (depth per
       iteration near 2, near 3 for `variant="paper"`; `docs/algorithms.md`).
       A budget below `N·K` shrinks the width instead of failing.
+    num_steps: the number of sequential `recurrent_fn` calls (the search's
+      latency on an accelerator); the width is then `num_simulations //
+      num_steps`, so `num_simulations` stays the budget and the two set
+      latency and width separately. None: both chosen from the budget. Not
+      together with `num_particles`.
     depth_per_iteration: the depth `T_SH` per iteration that a default width
       (`num_particles=None`) aims at; None: the variant's (see `variant`).
       Ignored when `num_particles` is given.
@@ -417,6 +442,20 @@ def tsmcts_policy(
       simulations and costs stochastic ones about as much (`docs/algorithms.md`,
       "Distinct actions for resampled copies"). Discrete actions only (the
       sampled-action policies draw independently).
+    td_lambda: λ of the returns the search's value means take in, per
+      particle: `v_0 + Σ_j λ^(j−1)·Γ_(j−1)·δ_j`, the `k`-step returns weighted
+      `(1−λ)·λ^(k−1)` (the paper's open question 1; `docs/algorithms.md`,
+      "TD(λ) backups"). 1 (default) is the bootstrapped return `G + Γ·v`, as
+      specified. Below 1 deep returns count less: measured to help deep
+      layouts on problems with informative values and to cost Snake, so
+      not the default.
+    iteration_weights: how Sequential Halving combines a candidate's
+      estimates across iterations: "visits" (default, as the paper: each
+      weighted by its particle count, `Var ∝ 1/N_i`) or "variance" (by its
+      inverse variance, the count shrunk by the weighted spread of its
+      particles' returns against the running TD-error variance; the paper's
+      open question 2, measured within noise of "visits" in
+      `docs/algorithms.md`, "Variance-aware weights").
     temperature: SMC temperature of the TD log-weights.
     td_scale: "running" (TD errors divided by their running RMS) or "none".
     resample: "ess", "always" or "never" (within each candidate's group).
@@ -453,6 +492,8 @@ def tsmcts_policy(
   validation.check_choice("elimination", elimination, validation.ELIMINATIONS)
   validation.check_choice("variant", variant, validation.TSMCTS_VARIANTS)
   validation.check_positive_int("depth_per_iteration", depth_per_iteration, allow_none=True)
+  validation.check_td_lambda(td_lambda)
+  validation.check_choice("iteration_weights", iteration_weights, validation.ITERATION_WEIGHTS)
   if reuse_successors is None:
     reuse_successors = variant == "smctx" and max_depth is None
   elif not isinstance(reuse_successors, bool):
@@ -472,13 +513,13 @@ def tsmcts_policy(
   options = start_lib.SearchOptions(
       num_simulations, num_particles, max_depth, gumbel_scale, max_num_considered_actions,
       temperature, td_scale, resample, ess_threshold, resampling_method, target_depth,
-      tsmcts_distinct_paths=distinct_paths)
+      tsmcts_distinct_paths=distinct_paths, num_steps=num_steps)
   start = start_lib.start_search(rng_key, root, recurrent_fn, invalid_actions, options, "tsmcts")
   layout, batch_size = start.layout, start.batch_size
   # Inner-search labels are slots (`rerooting.py`): one table entry per particle.
   config = dataclasses.replace(start.config, num_groups=layout.num_considered,
                                num_labels=layout.num_particles, labels_are_runs=True,
-                               distinct_copies=distinct_copies)
+                               distinct_copies=distinct_copies, td_lambda=td_lambda)
   ctx = Context(
       params=params, search_key=start.search_key, root=start.root, model=start.model,
       config=config,
@@ -486,7 +527,7 @@ def tsmcts_policy(
                         reuse_successors=reuse_successors),
       qtransform=qtransform, num_particles=layout.num_particles, gumbel_scale=gumbel_scale,
       elimination=elimination,
-      target_qtransform=target_qtransform,
+      target_qtransform=target_qtransform, iteration_weights=iteration_weights,
       num_second_labels=(layout.num_particles if start.model.samples_second_actions
                          else start.num_actions))
 

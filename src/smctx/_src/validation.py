@@ -53,6 +53,14 @@ def check_fraction(name: str, value: Any) -> None:
     raise ValueError(f"{name}={value!r} is not accepted; expected a number in [0, 1].")
 
 
+ITERATION_WEIGHTS = ("visits", "variance")
+
+
+def check_td_lambda(value: Any) -> None:
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value <= 1.0:
+    raise ValueError(f"td_lambda={value!r} is not accepted; expected a number in (0, 1].")
+
+
 def check_nonnegative_number(name: str, value: Any) -> None:
   """Rejects a negative or non-finite Python number; traced values pass."""
   if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer) and value.ndim == 0:
@@ -61,13 +69,24 @@ def check_nonnegative_number(name: str, value: Any) -> None:
     raise ValueError(f"{name}={value!r} is not accepted; expected a finite number >= 0.")
 
 
+def check_width_and_steps(num_particles: int | None, num_steps: int | None) -> None:
+  """`num_steps` sets the width (`num_simulations // num_steps`): not both."""
+  check_positive_int("num_particles", num_particles, allow_none=True)
+  check_positive_int("num_steps", num_steps, allow_none=True)
+  if num_particles is not None and num_steps is not None:
+    raise ValueError(f"num_particles={num_particles!r} and num_steps={num_steps!r} are not "
+                     "accepted together: num_steps sets the width to num_simulations // "
+                     "num_steps; give one of them.")
+
+
 def check_static_args(*, num_simulations: int, num_particles: int | None,
-                      max_depth: int | None, temperature: float, td_scale: str, resample: str,
+                      num_steps: int | None, max_depth: int | None, temperature: float,
+                      td_scale: str, resample: str,
                       ess_threshold: float, resampling_method: str, gumbel_scale: chex.Numeric,
                       max_num_considered_actions: int) -> None:
   """Checks the static arguments every policy shares."""
   check_positive_int("num_simulations", num_simulations)
-  check_positive_int("num_particles", num_particles, allow_none=True)
+  check_width_and_steps(num_particles, num_steps)
   check_positive_int("max_depth", max_depth, allow_none=True)
   check_positive_int("max_num_considered_actions", max_num_considered_actions)
   check_positive_number("temperature", temperature)
