@@ -111,3 +111,17 @@ def test_gumbel_scale_zero_makes_a_deterministic_search_independent_of_the_key()
     np.testing.assert_array_equal(np.asarray(output.action), np.asarray(reference.action))
     np.testing.assert_array_equal(np.asarray(output.action_weights),
                                   np.asarray(reference.action_weights))
+
+
+def test_particles_past_the_ranked_actions_draw_from_their_own_prior():
+  """A group of 8 particles at an `s2` with 3 actions: positions 0-2 take the group's ranked
+  actions (by the pooled logits alone with gumbel_scale=0), positions 3-7 their own draw
+  (`sampled`), never the worst-ranked action in its place."""
+  group = jnp.zeros((8,), jnp.int32)
+  logits = jnp.log(jnp.asarray([0.2, 0.7, 0.1], jnp.float32))
+  own_logits = jnp.broadcast_to(logits, (8, 3))
+  group_score = logits[None]  # one group; no Gumbel noise
+  sampled = jnp.asarray([7, 7, 7, 0, 1, 0, 1, 0], jnp.int32)  # stand-ins for prior draws
+  got = rerooting._second_action_of_one_root(group, own_logits, group_score, sampled)
+  # Ranked by the logits: action 1 (0.7), then 0 (0.2), then 2 (0.1); then the own draws.
+  np.testing.assert_array_equal(got, [1, 0, 2, 0, 1, 0, 1, 0])

@@ -126,3 +126,48 @@ def test_tsmcts_over_200_actions_chooses_the_best_of_its_candidates():
   for b in range(BATCH):
     candidates = np.flatnonzero(~invalid[b])[:16]
     assert out.action[b] == candidates[np.argmax(rewards[b, candidates])]
+
+
+@functools.lru_cache(maxsize=1)
+def _flat_search():
+  """TSMCTS on 16 roots of 5 equal actions where every action is worth the same (reward 0,
+  value 0, uniform priors): the halving can only rank by the Gumbel noise. 64 simulations:
+  candidates 5, 3, 2 in three iterations."""
+  batch, num_actions = 16, 5
+  root = mctx.RootFnOutput(prior_logits=jnp.zeros((batch, num_actions)),
+                           value=jnp.zeros((batch,)), embedding=jnp.zeros((batch,)))
+
+  def recurrent_fn(params, key, action, embedding):
+    out = mctx.RecurrentFnOutput(reward=jnp.zeros_like(embedding),
+                                 discount=jnp.ones_like(embedding),
+                                 prior_logits=jnp.zeros((batch, num_actions)),
+                                 value=jnp.zeros_like(embedding))
+    return out, embedding
+
+  return jax.jit(lambda key: smctx.tsmcts_policy(None, key, root, recurrent_fn, 64))(
+      jax.random.key(3))
+
+
+def test_an_odd_number_of_candidates_keeps_the_larger_half():
+  """5 candidates keep ceil(5/2) = 3, then 2: the static survivors and the particles."""
+  from smctx._src import tsmcts
+  assert tsmcts.Schedule(depths=(2, 2, 2), num_considered=(5, 3, 2)).survivors == (3, 2, 1)
+  diag = _flat_search().search_tree.extra_data
+  np.testing.assert_array_equal(diag.num_considered, np.tile([5, 3, 2], (16, 1)))
+  per_iteration = np.asarray(diag.particles_per_action) > 0  # [B, K, A]
+  np.testing.assert_array_equal(per_iteration.sum(-1), np.tile([5, 3, 2], (16, 1)))
+
+
+def test_halving_ranks_by_the_gumbel_noise_when_values_and_priors_tie():
+  """Equal logits and equal values: `g + logits + σ(Q̃)` is `g` plus a constant, so each
+  halving keeps the candidates with the largest root Gumbel (`extra_data.root_gumbel`), and
+  the action is the largest Gumbel of all; without the noise the tie would go to index order."""
+  out = _flat_search()
+  diag = out.search_tree.extra_data
+  gumbel = np.asarray(diag.root_gumbel)
+  alive = np.asarray(diag.particles_per_action) > 0  # [B, K, A]
+  rank = np.argsort(np.argsort(-gumbel, axis=-1), axis=-1)  # 0 = largest Gumbel
+  np.testing.assert_array_equal(alive[:, 1], rank < 3)
+  np.testing.assert_array_equal(alive[:, 2], rank < 2)
+  np.testing.assert_array_equal(out.action, np.argmax(gumbel, axis=-1))
+  assert len(set(np.asarray(out.action).tolist())) > 1  # the noise, not the index, decided
