@@ -1,43 +1,74 @@
 #!/usr/bin/env bash
-# One prepared command for a machine with a GPU: the default tests, the speed
-# headline, the quality benchmark (equal evaluations and equal wall-clock) and
-# a Snake comparison at 64 simulations, every result into one folder.
+# One prepared command for a machine with a GPU (issue "compute scaling", item 5): the speed
+# headline at equal latency, the quality tables at equal sequential calls (and equal
+# evaluations and wall-clock), and Snake with a frozen network at equal latency, every result
+# into one folder, in 8 minutes or less.
 #
-#   bash benchmarks/gpu.sh [OUT]             # on the GPU machine, about 8 minutes
+#   bash benchmarks/gpu.sh --fetch-wheels    # here, with PyPI: the wheels the GPU lacks -> .whl/
+#   bash benchmarks/gpu.sh [OUT]             # there (carry .whl), about 8 minutes
 #   SIZE=tiny bash benchmarks/gpu.sh /tmp/g  # dry run on a CPU, tiny sizes
+#   WHEEL_PYTHON=3.11 WHEELS_DIR=/tmp/w bash benchmarks/gpu.sh --fetch-wheels  # then, with
+#   WHEELS_DIR=/tmp/w SIZE=tiny ..., the dry run installs from wheels too (this CPU's Python)
+#   PARTS="tests speed" bash benchmarks/gpu.sh OUT   # a subset; "tests" runs the default tests
 #
-# It installs nothing: run it where `import smctx` works (an installed
-# checkout, or wheels unpacked on PYTHONPATH; benchmarks/README.md, "GPU").
-# Each part runs under its own time limit and the next part runs whatever the
-# previous one returned (exit code 124: the part ran out of time, its output so far is kept);
-# `status.txt` lists every part with its exit code and
-# seconds, `environment.txt` the device and versions. Parts and limits (s):
-#   tests 240 (8 workers), speed headline 70, quality 120, Snake 64 simulations 90 (Gumbel MuZero
-#   and TSMCTS, one seed): 520 s in all.
+# Such a machine has jax, chex, flax, optax, matplotlib and pytest but not mctx, pgx, jumanji
+# or their own needs. Where `.whl/` exists beside this checkout's root, its wheels are
+# installed with `pip install --no-index --no-deps --target` into a folder put on PYTHONPATH
+# (nothing is downloaded there), and smctx itself is imported from `src/`. `--fetch-wheels`
+# downloads them here for the GPU's Python (3.12, manylinux x86_64; WHEEL_PYTHON to change).
+#
+# Each part runs under its own time limit and the next part runs whatever the previous one
+# returned (exit code 124: the part ran out of time, its output so far is kept); `status.txt`
+# lists every part with its exit code and seconds, `environment.txt` the device and versions.
+# Parts and limits (s): speed 90, quality 180, snake 200 (trains the `early` network first
+# unless benchmarks/results/snake_search/networks is carried): 470 s in all; tests 240.
 set -u
+cd "$(dirname "$0")/.."
+WHEELS=(mctx==0.0.71 pgx==2.6.0 svgwrite==1.4.3 jumanji==1.1.2 dm-env==1.6 dm-tree==0.1.10
+        esquilax==2.1.0 jax-tqdm==0.4.0 gymnasium==1.3.0 farama-notifications==0.0.6
+        tyro==1.0.17 docstring-parser==0.18.0 typeguard==4.6.1)
+WHEELS_DIR="${WHEELS_DIR:-.whl}"
+if [ "${1:-}" = "--fetch-wheels" ]; then
+  mkdir -p "$WHEELS_DIR"
+  python3 -m pip download --no-deps --only-binary=:all: --python-version "${WHEEL_PYTHON:-3.12}" \
+    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform manylinux1_x86_64 -d "$WHEELS_DIR" "${WHEELS[@]}"
+  exit $?
+fi
+
 OUT="${1:-benchmarks/results/gpu}"
 SIZE="${SIZE:-full}"
-PYTHON="${PYTHON:-python}"
+PARTS="${PARTS:-speed quality snake}"
+PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
-cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+if [ -d "$WHEELS_DIR" ] && ls "$WHEELS_DIR"/*.whl > /dev/null 2>&1; then
+  SITE="${TMPDIR:-/tmp}/smctx_gpu_site"
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" "$WHEELS_DIR"/*.whl || exit 1
+  export PYTHONPATH="$SITE:$PWD/src:$PWD:${PYTHONPATH:-}"
+else
+  export PYTHONPATH="$PWD/src:$PWD:${PYTHONPATH:-}"
+fi
 
 if [ "$SIZE" = "tiny" ]; then
   TESTS=(tests/test_validation.py -q -x)
-  SPEED=(--mode headline --algorithms tsmcts,mctx --max-call-seconds 10)
+  SPEED=(--mode latency --latency-steps 4 --latency-widths 4 --max-call-seconds 10)
   QUALITY=(--mode tiny)
-  SNAKE=(--seeds 1 --num-simulations 16 --total-env-steps 4096 --searches gumbel tsmcts --quiet)
+  SNAKE=(--episodes 8 --budgets "" --calls 4 --widths 4,8 --time-budgets 8)
 else
   TESTS=(-q -x -n 8)
-  SPEED=(--mode headline)
-  QUALITY=(--mode quick --budgets 64,256)
-  SNAKE=(--seeds 1 --num-simulations 64 --searches gumbel tsmcts --quiet)
+  SPEED=(--mode latency)
+  QUALITY=(--mode quick --budgets 64,256 --calls 16,64,256 --widths 16,64,256)
+  SNAKE=(--episodes 256 --budgets "" --calls 16,64,256 --widths 16,64,256 --time-budgets 64)
 fi
 
 : > "$OUT/status.txt"
 part() {  # part NAME LIMIT COMMAND...: runs COMMAND with its log in OUT/NAME.log
   local name=$1 limit=$2 start rc
   shift 2
+  case " $PARTS " in *" $name "*) ;; *) return ;; esac
   start=$(date +%s)
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   rc=$?
@@ -51,8 +82,9 @@ part() {  # part NAME LIMIT COMMAND...: runs COMMAND with its log in OUT/NAME.lo
   "$PYTHON" -c "import jax, mctx, smctx; print('jax', jax.__version__, 'mctx', mctx.__version__, 'smctx', smctx.__version__); print(jax.devices())"
 } > "$OUT/environment.txt" 2>&1
 
+part speed 90 "$PYTHON" benchmarks/speed.py "${SPEED[@]}" --out "$OUT/speed"
+part quality 180 "$PYTHON" benchmarks/quality.py "${QUALITY[@]}" --out "$OUT/quality"
+part snake 200 "$PYTHON" benchmarks/snake_search.py "${SNAKE[@]}" --only-networks early \
+  --out "$OUT/snake"
 part tests 240 "$PYTHON" -m pytest "${TESTS[@]}"
-part speed 70 "$PYTHON" benchmarks/speed.py "${SPEED[@]}" --out "$OUT/speed"
-part quality 120 "$PYTHON" benchmarks/quality.py "${QUALITY[@]}" --out "$OUT/quality"
-part snake 90 "$PYTHON" examples/compare.py "${SNAKE[@]}" --out "$OUT/snake64"
 cat "$OUT/status.txt"

@@ -62,6 +62,11 @@ Grids (`--mode`):
             and the headline configuration; both models. Meant for a GPU.
   headline  only the headline configuration: MLP model, num_simulations = 256,
             batch 256, N = 16, all four algorithms (the GPU target).
+  latency   the headline model and batch at equal sequential calls: mctx at S = 16, 64,
+            256 simulations against tsmcts making the same S calls with N = 16, 64, 256
+            particles (num_simulations = N·S; `--latency-steps`, `--latency-widths`);
+            writes speed_latency_<device>.csv and .json (speedup = mctx seconds / tsmcts
+            seconds at the same calls). The GPU script's speed part.
   memory    compiles, runs nothing: XLA memory of each algorithm at widths
             N = 16 … 1024 with a fixed budget per particle (12·N simulations),
             batch 64, tabular model; writes speed_memory_sweep_<device>.csv/png.
@@ -162,15 +167,22 @@ GRIDS = {
     ],
     "headline": [],
     "memory": [],
+    "latency": [],
 }
+# `--mode latency`: the headline model and batch at equal sequential calls: mctx at S
+# simulations against tsmcts making the same S calls at widths N (num_simulations = N·S).
+LATENCY_STEPS = (16, 64, 256)
+LATENCY_WIDTHS = (16, 64, 256)
 # Timing: at least `min_repeats` calls after one warm-up call, and more until
 # `target_seconds` of timed calls or `max_repeats`.
 TIMING = {
     "quick": dict(min_repeats=3, max_repeats=15, target_seconds=0.5),
     "full": dict(min_repeats=5, max_repeats=50, target_seconds=1.0),
     "headline": dict(min_repeats=5, max_repeats=50, target_seconds=2.0),
+    "latency": dict(min_repeats=3, max_repeats=20, target_seconds=0.5),
 }
-MAX_CALL_SECONDS = {"quick": 10.0, "full": 30.0, "headline": 120.0, "memory": 0.0}
+MAX_CALL_SECONDS = {"quick": 10.0, "full": 30.0, "headline": 120.0, "memory": 0.0,
+                    "latency": 30.0}
 
 
 # -- Models ------------------------------------------------------------------------------------
@@ -574,6 +586,37 @@ def configurations(mode: str, models, algorithms, batches=None, budgets=None):
           and (budgets is None or c[3] in budgets)]
 
 
+def latency_configurations(algorithms, steps=LATENCY_STEPS, widths=LATENCY_WIDTHS):
+  """Equal sequential calls at the headline model and batch: mctx at S simulations, every
+  smctx algorithm at N·S simulations with N particles (S calls each)."""
+  model, batch = HEADLINE["model"], HEADLINE["batch"]
+  configs = []
+  for s in steps:
+    for algorithm in algorithms:
+      if algorithm == "mctx":
+        configs.append((model, algorithm, batch, s, None))
+      else:
+        configs += [(model, algorithm, batch, n * s, n) for n in widths]
+  return configs
+
+
+def latency_summary(rows) -> list[dict]:
+  """Per S: mctx's seconds, and each smctx configuration's seconds, calls, width and speedup
+  (mctx seconds / its seconds) at the same sequential calls."""
+  out = []
+  for mctx_row in _ok(rows, algorithm="mctx"):
+    s = mctx_row["budget"]
+    for r in _ok(rows):
+      if r["algorithm"] != "mctx" and r["sequential_calls"] == s and r["budget"] == s * (
+          r["num_particles"] or 0):
+        out.append(dict(sequential_calls=s, algorithm=r["algorithm"],
+                        width=r["particles_used"], num_simulations=r["budget"],
+                        seconds=r["time_median_s"], mctx_seconds=mctx_row["time_median_s"],
+                        speedup=mctx_row["time_median_s"] / r["time_median_s"],
+                        search_over_floor=r["search_over_floor"]))
+  return out
+
+
 # -- Summary -----------------------------------------------------------------------------------
 
 
@@ -844,6 +887,10 @@ def main(argv=None):
   parser.add_argument("--from-csv", nargs="+", default=None, metavar="CSV",
                       help="measure nothing: merge these speed CSVs (e.g. the parts of a split "
                            "run) and write the merged CSV, the figures and the headline JSON")
+  parser.add_argument("--latency-steps", default=",".join(map(str, LATENCY_STEPS)),
+                      help="--mode latency: the sequential calls S")
+  parser.add_argument("--latency-widths", default=",".join(map(str, LATENCY_WIDTHS)),
+                      help="--mode latency: the smctx widths N at each S")
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
   args = parser.parse_args(argv)
   models = [m for m in args.models.split(",") if m]
@@ -871,6 +918,22 @@ def main(argv=None):
     print("\n".join(meta))
     ints = lambda text: None if text is None else [int(x) for x in text.split(",") if x]
     runner = Runner(args.mode, max_call)
+    if args.mode == "latency":
+      algorithms = [a for a in algorithms if a in ("mctx", "tsmcts")]
+      runner.warm_up(algorithms)
+      rows = [runner.run(*config) for config in latency_configurations(
+          algorithms, ints(args.latency_steps), ints(args.latency_widths))]
+      slug = device_slug()
+      write_csv(f"{args.out}/speed_latency_{slug}.csv", rows, meta)
+      summary = latency_summary(rows)
+      with open(f"{args.out}/speed_latency_{slug}.json", "w") as f:
+        json.dump(dict(metadata=meta, rows=summary,
+                       wall_seconds=time.perf_counter() - started), f, indent=1)
+      for r in summary:
+        print(f"S={r['sequential_calls']:4d} {r['algorithm']} N={r['width']:<4d} "
+              f"{r['seconds'] * 1e3:9.2f} ms vs mctx {r['mctx_seconds'] * 1e3:9.2f} ms: "
+              f"x{r['speedup']:.2f} faster, search/floor {r['search_over_floor']:.2f}")
+      return 0
     runner.warm_up(algorithms)
     rows = [runner.run(*config) for config in configurations(
         args.mode, models, algorithms, ints(args.batches), ints(args.budgets))]

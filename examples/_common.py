@@ -154,19 +154,22 @@ def resolve_config(config_cls, presets: Mapping[str, Mapping[str, Any]],
 # Search selection.
 
 
-def make_search(name: str, *, num_particles: Optional[int] = None, **policy_kwargs) -> Callable:
+def make_search(name: str, *, num_particles: Optional[int] = None,
+                num_steps: Optional[int] = None, **policy_kwargs) -> Callable:
   """The search policy `name` with mctx's call signature.
 
   Returns `policy(params, rng_key, root, recurrent_fn, num_simulations, invalid_actions=None,
   max_depth=None, ...) -> mctx.PolicyOutput`. `gumbel` is `mctx.gumbel_muzero_policy` and ignores
-  `num_particles`; `smc`, `smcts` and `tsmcts` are the smctx policies with `num_particles` bound
-  (None: chosen from the budget). `policy_kwargs` are bound as keywords (e.g. `gumbel_scale`).
+  `num_particles` and `num_steps`; `smc`, `smcts` and `tsmcts` are the smctx policies with
+  `num_particles` and `num_steps` (the latency) bound (None: chosen from the budget).
+  `policy_kwargs` are bound as keywords (e.g. `gumbel_scale`).
   """
   if name == "gumbel":
     return functools.partial(mctx.gumbel_muzero_policy, **policy_kwargs)
   if name not in _POLICIES:
     raise ValueError(f"search must be one of {SEARCHES}, got {name!r}")
-  return functools.partial(_POLICIES[name], num_particles=num_particles, **policy_kwargs)
+  return functools.partial(_POLICIES[name], num_particles=num_particles, num_steps=num_steps,
+                           **policy_kwargs)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ class Config:
   search: _common.Search = "tsmcts"  # the search policy (gumbel: mctx's Gumbel MuZero)
   num_simulations: int = 64  # model evaluations per search
   num_particles: Optional[int] = None  # particles of the smctx searches (None: from the budget)
+  num_steps: Optional[int] = None  # sequential calls of the smctx searches (None: from the budget)
   seed: int = 0  # random seed
   preset: Literal["quick", "full"] = "quick"  # quick (CPU, minutes) or full (GPU)
   out: Optional[str] = None  # directory for metrics.csv, checkpoints/, learning_curve.png
@@ -134,7 +135,8 @@ def make_agent(config: Config) -> Agent:
   network = Network(num_actions=env.num_actions, hidden_sizes=tuple(config.hidden_sizes),
                     conv_channels=tuple(config.conv_channels))
   root_fn, recurrent_fn = models.pgx_model(env, network.apply)
-  search = _common.make_search(config.search, num_particles=config.num_particles)
+  search = _common.make_search(config.search, num_particles=config.num_particles,
+                               num_steps=config.num_steps)
   return Agent(config, env, network, root_fn, recurrent_fn, search)
 
 

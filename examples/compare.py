@@ -17,6 +17,16 @@ The snake metric is the mean episode return smoothed over `--smooth` iterations 
 irregular times, so single iterations are noisy); the pgx metric is the win rate against a
 uniformly random player.
 
+Runs can also be named with their own settings (`--run NAME=SEARCH:key=value,...`, any config
+field: a budget, a latency `num_steps`, ...), and `--match-time NAME=SEARCH:REF` adds a run of
+SEARCH at the largest budget (default layout, a doubling grid from REF's budget) whose training
+steps per second, probed over a few iterations, are at least REF's: equal wall-clock. Gumbel
+MuZero at 64 simulations against TSMCTS at the same sequential calls and at the same wall-clock:
+
+  python examples/compare.py --seeds 3 --run gumbel64=gumbel:num_simulations=64 \
+      --run tsmcts_calls64=tsmcts:num_simulations=1024,num_steps=64 \
+      --match-time tsmcts_time=tsmcts:gumbel64 --out examples/results/compare_snake_latency
+
   python examples/compare.py --seeds 3 --out examples/results/compare_snake
   python examples/compare.py --env pgx --seeds 2 --num-simulations 64 --out runs/compare_ttt
 """
@@ -24,7 +34,9 @@ uniformly random player.
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
+import dataclasses
 import math
 import os
 import time
@@ -73,36 +85,95 @@ def final_value(rows, key: str, fraction: float = 0.1) -> float:
 DEFAULT_SEARCHES = tuple(s for s in _common.SEARCHES if s != "tsmcts_paper")
 
 
+def parse_run(text: str) -> tuple[str, str, dict]:
+  """`NAME=SEARCH[:key=value,...]` -> `(name, search, config overrides)` (Python literals)."""
+  name, _, rest = text.partition("=")
+  search, _, options = rest.partition(":")
+  overrides = {}
+  for item in filter(None, options.split(",")):
+    key, _, value = item.partition("=")
+    try:
+      overrides[key.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      overrides[key.strip()] = value.strip()
+  if not name or not search:
+    raise ValueError(f"{text!r}: expected NAME=SEARCH[:key=value,...]")
+  return name.strip(), search.strip(), overrides
+
+
+def steps_per_second(module, config, iterations: int = 8) -> float:
+  """Training speed of `config` (environment steps per second), from a short run: the median
+  over its iterations after the first two (compilation)."""
+  steps = config.num_envs * config.rollout_length
+  short = dataclasses.replace(config, total_env_steps=iterations * steps, out=None, seed=0)
+  rows = module.train(short, quiet=True)
+  return float(np.median([r["steps_per_s"] for r in rows[2:]]))
+
+
+def match_time(module, reference, search: str, quiet: bool = False) -> tuple[int, dict]:
+  """The largest budget of `search` (default layout; `reference`'s budget times 1, 2, 4, ...)
+  whose training steps per second are at least `reference`'s (`reference`'s budget when none
+  is), and the probes."""
+  target = steps_per_second(module, reference)
+  probes, best = {"reference": target}, reference.num_simulations
+  for k in range(9):
+    budget = reference.num_simulations * 2**k
+    config = dataclasses.replace(reference, search=search, num_simulations=budget,
+                                 num_steps=None, num_particles=None)
+    probes[budget] = steps_per_second(module, config)
+    if not quiet:
+      print(f"  time match: {search} at {budget}: {probes[budget]:.0f} steps/s "
+            f"(reference {target:.0f})", flush=True)
+    if probes[budget] < target:
+      break
+    best = budget
+  return best, probes
+
+
 def run(env: str = "snake", *, searches=DEFAULT_SEARCHES, seeds: int = 3, preset: str = "quick",
         num_simulations=None, num_particles=None, total_env_steps=None, smooth: int = 10,
-        out: str | None = None, runs_dir: str | None = None, quiet: bool = False) -> dict:
+        out: str | None = None, runs_dir: str | None = None, quiet: bool = False,
+        runs=(), match=()) -> dict:
   """Trains every `(search, seed)`; returns `{search: [rows of seed 0, rows of seed 1, ...]}`.
 
-  Writes the CSVs and the figure into `out` when given; per-run metrics and checkpoints into
-  `runs_dir/<search>_seed<k>` when given.
+  `runs`: named runs `(name, search, config overrides)` trained instead of `searches`;
+  `match`: `(name, search, reference run name)` runs of `search` at the budget that trains as
+  fast as the reference (`match_time`). Writes the CSVs and the figure into `out` when given;
+  per-run metrics and checkpoints into `runs_dir/<name>_seed<k>` when given.
   """
   module, metric = _load(env)
   curves: dict[str, list[list[dict]]] = {}
   summary = []
-  for search in searches:
-    curves[search] = []
+  plan = list(runs) or [(s, s, {}) for s in searches]
+  common = dict(preset=preset, num_simulations=num_simulations, num_particles=num_particles,
+                total_env_steps=total_env_steps)
+  for name, search, reference in match:
+    ref_name, ref_search, ref_overrides = next(r for r in plan if r[0] == reference)
+    ref_config = _common.resolve_config(module.Config, module.PRESETS, {
+        **common, "search": ref_search, **ref_overrides})
+    budget, probes = match_time(module, ref_config, search, quiet)
+    print(f"{name}: {search} at {budget} simulations trains as fast as {ref_name} "
+          f"({ref_config.num_simulations}); probes (steps/s): {probes}", flush=True)
+    plan.append((name, search, {"num_simulations": budget}))
+  for name, search, overrides in plan:
+    curves[name] = []
     for seed in range(seeds):
-      overrides = dict(search=search, seed=seed, preset=preset, num_simulations=num_simulations,
-                       num_particles=num_particles, total_env_steps=total_env_steps,
-                       out=os.path.join(runs_dir, f"{search}_seed{seed}") if runs_dir else None)
-      config = _common.resolve_config(module.Config, module.PRESETS, overrides)
+      config = _common.resolve_config(module.Config, module.PRESETS, {
+          **common, "search": search, "seed": seed, **overrides,
+          "out": os.path.join(runs_dir, f"{name}_seed{seed}") if runs_dir else None})
       start = time.perf_counter()
       rows = module.train(config, quiet=quiet)
       seconds = time.perf_counter() - start
       if env in ("snake", "muzero"):
         rows = smoothed(rows, metric, smooth)
-      curves[search].append(rows)
-      summary.append({"search": search, "seed": seed, "final": final_value(rows, metric),
+      curves[name].append(rows)
+      summary.append({"search": name, "seed": seed, "final": final_value(rows, metric),
                       "wall_time": rows[-1]["wall_time"], "total_seconds": seconds,
                       "env_steps": rows[-1]["env_steps"],
                       "num_simulations": config.num_simulations,
+                      "num_steps": config.num_steps,
                       "env_id": getattr(config, "env_id", "snake")})
-      print(f"{search} seed {seed}: final {metric} {summary[-1]['final']:.3f}, "
+      print(f"{name} seed {seed}: final {metric} {summary[-1]['final']:.3f}, "
             f"{rows[-1]['env_steps']} env steps, {rows[-1]['wall_time']:.0f} s training")
   y = f"{metric}_smoothed" if env in ("snake", "muzero") else metric
   if out:
@@ -177,9 +248,11 @@ def _write(out, env, preset, curves, summary, metric, y, extra_meta=()):
   for search in curves:
     finals = np.asarray([s["final"] for s in summary if s["search"] == search])
     walls = np.asarray([s["wall_time"] for s in summary if s["search"] == search])
+    first = next(s for s in summary if s["search"] == search)
     center, low, high = _common.iqm_and_ci(finals)
     per_search.append({
-        "search": search, "seeds": len(finals), "num_simulations": summary[0]["num_simulations"],
+        "search": search, "seeds": len(finals), "num_simulations": first["num_simulations"],
+        "num_steps": first.get("num_steps"),
         "env_steps": summary[0]["env_steps"], f"final_{metric}_mean": finals.mean(),
         f"final_{metric}_std": finals.std(), f"final_{metric}_min": finals.min(),
         f"final_{metric}_max": finals.max(), f"final_{metric}_iqm": float(center),
@@ -203,9 +276,10 @@ def _write(out, env, preset, curves, summary, metric, y, extra_meta=()):
           f"{row['wall_time_mean']:.0f} s")
   name = {"snake": "Snake", "muzero": "MuZero (learned model) on Snake"}.get(
       env, summary[0]["env_id"])
-  title = (f"{name} ({preset}), "
-           f"{summary[0]['num_simulations']} simulations per move: IQM and "
-           f"{_common.CONFIDENCE:.0%} bootstrap CI over seeds")
+  budgets = {(s["num_simulations"], s.get("num_steps")) for s in summary}
+  per_move = (f"{summary[0]['num_simulations']} simulations per move" if len(budgets) == 1
+              else "budgets per run in the legend")
+  title = f"{name} ({preset}), {per_move}: IQM and {_common.CONFIDENCE:.0%} bootstrap CI over seeds"
   _common.plot_bands(curves, os.path.join(out, "compare.png"), y=y, band="iqm", title=title,
                      meta=meta[:2])
 
@@ -230,6 +304,10 @@ def main(argv=None):
   parser.add_argument("--quiet", action="store_true", help="no progress bars")
   parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                       help="train nothing: merge these compare.py outputs into --out")
+  parser.add_argument("--run", action="append", default=[], metavar="NAME=SEARCH:k=v,...",
+                      help="a named run with its own config fields (replaces --searches)")
+  parser.add_argument("--match-time", action="append", default=[], metavar="NAME=SEARCH:REF",
+                      help="a run of SEARCH at the budget that trains as fast as run REF")
   args = parser.parse_args(argv)
   if args.merge:
     merge(args.merge, args.out)
@@ -237,7 +315,17 @@ def main(argv=None):
   run(args.env, searches=args.searches, seeds=args.seeds, preset=args.preset,
       num_simulations=args.num_simulations, num_particles=args.num_particles,
       total_env_steps=args.total_env_steps, smooth=args.smooth, out=args.out,
-      runs_dir=args.runs_dir, quiet=args.quiet)
+      runs_dir=args.runs_dir, quiet=args.quiet, runs=[parse_run(r) for r in args.run],
+      match=[(n, s, ref) for n, s, ref in (_parse_match(m) for m in args.match_time)])
+
+
+def _parse_match(text: str) -> tuple[str, str, str]:
+  """`NAME=SEARCH:REF` -> `(name, search, reference run)`."""
+  name, _, rest = text.partition("=")
+  search, _, reference = rest.partition(":")
+  if not (name and search and reference):
+    raise ValueError(f"--match-time {text!r}: expected NAME=SEARCH:REF")
+  return name, search, reference
 
 
 if __name__ == "__main__":

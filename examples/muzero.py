@@ -60,6 +60,7 @@ class Config:
   search: _common.Search = "tsmcts"  # the search policy (gumbel: mctx's Gumbel MuZero)
   num_simulations: int = 16  # model evaluations per search
   num_particles: Optional[int] = None  # particles of the smctx searches (None: from the budget)
+  num_steps: Optional[int] = None  # sequential calls of the smctx searches (None: from the budget)
   seed: int = 0  # random seed
   preset: Literal["quick", "full"] = "quick"  # quick (CPU, minutes) or full (GPU)
   out: Optional[str] = None  # directory for metrics.csv, checkpoints/, learning_curve.png
@@ -336,7 +337,8 @@ def setup(config: Config):
   network = MuZeroNetwork(num_actions=num_actions, latent_size=config.latent_size,
                           hidden_sizes=tuple(config.hidden_sizes), time_limit=config.time_limit)
   root_fn, recurrent_fn = make_model(network, config.discount)
-  search = _common.make_search(config.search, num_particles=config.num_particles)
+  search = _common.make_search(config.search, num_particles=config.num_particles,
+                               num_steps=config.num_steps)
   optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                           optax.adam(config.learning_rate))
   from jumanji.wrappers import VmapAutoResetWrapper

@@ -41,6 +41,7 @@ class Config:
   search: _common.Search = "tsmcts"  # the search policy (gumbel: mctx's Gumbel MuZero)
   num_simulations: int = 16  # model evaluations per search
   num_particles: Optional[int] = None  # particles of the smctx searches (None: from the budget)
+  num_steps: Optional[int] = None  # sequential calls of the smctx searches (None: from the budget)
   seed: int = 0  # random seed
   preset: Literal["quick", "full"] = "quick"  # quick (CPU, minutes) or full (GPU)
   out: Optional[str] = None  # directory for metrics.csv, checkpoints/, learning_curve.png
@@ -117,7 +118,8 @@ def setup(config: Config):
                     conv_channels=tuple(config.conv_channels), time_limit=config.time_limit)
   apply_fn = network.apply
   root_fn, recurrent_fn = models.jumanji_model(env, apply_fn, discount=config.discount)
-  search = _common.make_search(config.search, num_particles=config.num_particles)
+  search = _common.make_search(config.search, num_particles=config.num_particles,
+                               num_steps=config.num_steps)
   optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
                           optax.adam(config.learning_rate))
   update = _common.make_alphazero_update(apply_fn, optimizer, num_updates=config.num_updates,

@@ -11,6 +11,8 @@ import concurrent.futures
 import dataclasses
 import math
 import os
+import types
+from typing import Optional
 
 import pytest
 
@@ -299,3 +301,52 @@ def test_continuous_control_env_is_gymnax_pendulum_with_actions_scaled_to_the_bo
   np.testing.assert_allclose(observation[:, 0], jnp.cos(next_state.theta), rtol=1e-6)
   np.testing.assert_allclose(observation[:, 2], next_state.theta_dot / 8.0, rtol=1e-6)
   assert (env.observation_size, env.action_size, env.episode_length) == (3, 1, 200)
+
+
+def test_compare_named_runs_and_a_budget_matched_to_a_reference_speed(tmp_path, monkeypatch):
+  """`--run` trains named runs with their own budgets and latency; `--match-time` adds a run of
+  a search at the largest doubling of the reference's budget that trains at least as fast."""
+  compare = _load("compare")
+
+  @dataclasses.dataclass(frozen=True)
+  class Config:
+    search: str = "tsmcts"
+    seed: int = 0
+    preset: str = "quick"
+    num_simulations: int = 16
+    num_particles: Optional[int] = None
+    num_steps: Optional[int] = None
+    total_env_steps: int = 200
+    out: Optional[str] = None
+    num_envs: int = 2
+    rollout_length: int = 5
+
+  trained = []
+
+  def train(config, quiet=False):
+    # Speed: Gumbel MuZero at 64 trains 100 steps/s; TSMCTS's time grows with its budget and
+    # matches that speed up to 256 simulations (1600 / sqrt(budget): 200 at 64, 100 at 256).
+    trained.append(config)
+    speed = 100.0 if config.search == "gumbel" else 1600.0 / np.sqrt(config.num_simulations)
+    steps = config.num_envs * config.rollout_length
+    return [{"iteration": i, "env_steps": steps * i, "wall_time": steps * i / speed,
+             "steps_per_s": speed, "mean_return": float(i)}
+            for i in range(1, config.total_env_steps // steps + 1)]
+
+  module = types.SimpleNamespace(Config=Config, PRESETS={"quick": {}}, train=train)
+  monkeypatch.setattr(compare, "_load", lambda env: (module, "mean_return"))
+  curves = compare.run("snake", seeds=2, out=str(tmp_path), runs=[
+      compare.parse_run("gumbel64=gumbel:num_simulations=64"),
+      compare.parse_run("tsmcts_calls64=tsmcts:num_simulations=1024,num_steps=64")],
+      match=[("tsmcts_time", "tsmcts", "gumbel64")], quiet=True)
+  assert list(curves) == ["gumbel64", "tsmcts_calls64", "tsmcts_time"]
+  runs = [c for c in trained if c.total_env_steps == 200]  # not the 80-step speed probes
+  assert {(c.search, c.num_simulations, c.num_steps, c.seed) for c in runs} == {
+      ("gumbel", 64, None, 0), ("gumbel", 64, None, 1), ("tsmcts", 1024, 64, 0),
+      ("tsmcts", 1024, 64, 1), ("tsmcts", 256, None, 0), ("tsmcts", 256, None, 1)}
+  _, rows = common.read_csv(str(tmp_path / "compare_summary.csv"))
+  by_name = {r["search"]: r for r in rows}
+  assert by_name["tsmcts_time"]["num_simulations"] == 256
+  assert by_name["tsmcts_calls64"]["num_steps"] == 64
+  with pytest.raises(ValueError, match="NAME=SEARCH"):
+    compare.parse_run("tsmcts")
