@@ -615,6 +615,22 @@ def markdown_tables(rows: list[dict], searches, budgets, networks=("all",)) -> s
   return "\n".join(lines) + "\n"
 
 
+def _width(name: str) -> int:
+  """The width N of an equal-calls search name (`"tsmcts N=64"` -> 64; 0 without one)."""
+  return int(name.split("N=")[1].split()[0]) if "N=" in name else 0
+
+
+def _color(name: str):
+  """Gray for Gumbel MuZero, MuZero black, SMC red; TSMCTS greens and SMCTS blues, darker for
+  a wider layout at equal calls, the default layout darkest."""
+  base = name.split(" ")[0]
+  if base in ("gumbel_muzero", "muzero", "smc", "tsmcts_paper"):
+    return {"gumbel_muzero": "tab:gray", "muzero": "black", "smc": "tab:red",
+            "tsmcts_paper": "tab:olive"}[base]
+  shade = {16: 0.4, 64: 0.6, 256: 0.8}.get(_width(name), 0.95)
+  return plt.get_cmap("Blues" if base == "smcts" else "Greens")(shade)
+
+
 def calls_table(rows: list[dict], calls, networks=("all",)) -> str:
   """Equal sequential calls: each search's regret / Gumbel MuZero's at `S` simulations, and
   the calls it made (from its `extra_data`), per family, width and `S`."""
@@ -623,7 +639,8 @@ def calls_table(rows: list[dict], calls, networks=("all",)) -> str:
   if not by:
     return ""
   families = list(dict.fromkeys(k[0] for k in by))
-  names = list(dict.fromkeys(k[2] for k in by if k[2] != REFERENCE))
+  names = sorted(dict.fromkeys(k[2] for k in by if k[2] != REFERENCE),
+                 key=lambda n: (n.split(" ")[0], _width(n)))
   lines = []
   for network in networks:
     pooled = "pooled over the networks" if network == "all" else f"network `{network}`"
@@ -657,20 +674,19 @@ def plot_calls(rows, calls, path: str, meta: list[str]) -> None:
   each smctx search at each width, one panel per family."""
   sub = [r for r in rows if r["comparison"] == "equal_calls" and r["network"] == "all"]
   families = list(dict.fromkeys(r["family"] for r in sub))
-  names = list(dict.fromkeys(r["search"] for r in sub))
+  names = sorted(dict.fromkeys(r["search"] for r in sub),
+                 key=lambda n: (n != REFERENCE, n.split(" ")[0], _width(n)))
   fig, axes = plt.subplots(1, len(families), squeeze=False, figsize=(3.3 * len(families), 3.4))
   for ax, family in zip(axes[0], families, strict=True):
-    for k, name in enumerate(names):
+    for name in names:
       pts = sorted((r["calls"], r["norm_simple_regret"], r["norm_simple_regret_se"])
                    for r in sub if r["family"] == family and r["search"] == name)
       if not pts:
         continue
       x, y, e = map(np.asarray, zip(*pts, strict=True))
-      base = name.split(" ")[0]
-      style = dict(color=COLORS.get(base, f"C{k}"), marker="o", ms=3, capsize=2, lw=1.2)
-      if base != REFERENCE:
-        style.update(alpha=0.45 + 0.55 * (k + 1) / len(names), ls="--" if base == "smcts" else "-")
-      ax.errorbar(x, y, yerr=np.nan_to_num(e), label=name, **style)
+      ax.errorbar(x, y, yerr=np.nan_to_num(e), label=name, color=_color(name), marker="o",
+                  ms=3, capsize=2, lw=1.4 if name == REFERENCE else 1.2,
+                  ls="--" if name.startswith("smcts") else "-")
     ax.set_xscale("log", base=2)
     ax.set_xticks(calls, [str(c) for c in calls])
     ax.minorticks_off()
@@ -688,12 +704,16 @@ def plot_calls(rows, calls, path: str, meta: list[str]) -> None:
   save_png(fig, path, meta, top=top - 0.07)
 
 
+SECONDS_SEARCHES = ("gumbel_muzero", "smc", "smcts", "tsmcts")
+
+
 def plot_seconds(rows, path: str, meta: list[str], batch: int) -> None:
-  """Regret against measured seconds per search of the timing batch, for every timed search
-  and budget (equal evaluations and equal calls), one panel per family."""
+  """Regret against measured seconds per search of the timing batch: Gumbel MuZero, SMC, SMCTS
+  and TSMCTS at every budget (equal evaluations), and TSMCTS at each width at equal calls as the
+  calls vary; one panel per family."""
   sub = [r for r in rows if r["network"] == "all" and np.isfinite(r.get("seconds", np.nan))
-         and (r["comparison"] == "equal_evaluations"
-              or (r["comparison"] == "equal_calls" and r["search"] != REFERENCE))]
+         and ((r["comparison"] == "equal_evaluations" and r["search"] in SECONDS_SEARCHES)
+              or (r["comparison"] == "equal_calls" and r["search"].startswith("tsmcts ")))]
   families = list(dict.fromkeys(r["family"] for r in sub))
   fig, axes = plt.subplots(1, len(families), squeeze=False, figsize=(3.3 * len(families), 3.8))
   for ax, family in zip(axes[0], families, strict=True):
@@ -705,12 +725,12 @@ def plot_seconds(rows, path: str, meta: list[str], batch: int) -> None:
                else f"{r['search']} (S varies)")
       series.setdefault(label, []).append((r["seconds"], r["norm_simple_regret"],
                                            r["norm_simple_regret_se"]))
-    for k, (label, pts) in enumerate(sorted(series.items())):
+    for label, pts in sorted(series.items(), key=lambda kv: (kv[0].split(" ")[0] != REFERENCE,
+                                                             kv[0].split(" ")[0],
+                                                             _width(kv[0]))):
       x, y, e = map(np.asarray, zip(*sorted(pts), strict=True))
-      base = label.split(" ")[0]
       ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", ms=3, capsize=2, lw=1.0,
-                  label=label, color=COLORS.get(label, f"C{k}"),
-                  ls="--" if "S varies" in label else "-", alpha=1.0 if base == label else 0.7)
+                  label=label, color=_color(label), ls="--" if "S varies" in label else "-")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
