@@ -142,11 +142,10 @@ def test_default_layouts_leave_room_for_distinct_paths(num_simulations, num_acti
 
 
 @pytest.mark.parametrize("num_simulations,num_actions,width,depths", [
-    # sqrt(budget)/2 sequential calls, width budget // calls, split over the K iterations in
-    # proportion to 1/m_i (floors, at least 1, the remainder to the last iteration).
-    (1024, 4, 64, (5, 11)),  # 16·(1/4, 1/2)/0.75 = 5.3, 10.7; the old layout: 113 x 9 calls
-    (4096, 9, 128, (3, 5, 9, 15)),  # 32 calls: 3.1, 5.6, 9.3, 14.0; 4096 // 32 = 128
-    (4096, 362, 128, (2, 4, 8, 18)),  # m1 = 16: 32·(1/16, 1/8, 1/4, 1/2)/0.9375
+    # sqrt(budget)/2 sequential calls, spread over the K iterations, width budget // calls.
+    (1024, 4, 64, (8, 8)),  # the distinct-path layout made 9 calls (113 particles)
+    (4096, 9, 128, (8, 8, 8, 8)),  # 32 calls: 4096 // 32 = 128 particles
+    (4096, 362, 128, (8, 8, 8, 8)),  # m1 = 16 candidates, K = 4
     (2500, 2, 100, (25,)),  # one iteration: all 25 calls in it
 ])
 def test_larger_budgets_buy_depth_as_well_as_width(num_simulations, num_actions, width,

@@ -35,12 +35,10 @@ def test_search_layout_by_hand(policy, kw, want):
 
 
 @pytest.mark.parametrize("num_simulations,num_actions,num_steps,want", [
-    # 64 calls of 16 particles over 9 candidates, K = 4 iterations, in proportion to 1/m_i:
-    # 64·(1/9, 1/5, 1/3, 1/2)/1.144 = 6.2, 11.2, 18.6, 28.0 -> floors 6, 11, 18, 28, +1 last.
-    (1024, 9, 64, smctx.Layout(16, 9, (9, 5, 3, 2), (6, 11, 18, 29))),
-    # 10 calls: 0.97, 1.75, 2.91, 4.37 -> 0, 1, 2, 4, but at least 2 each (groups of 2-5
-    # particles take distinct paths below their candidate: 9^(2-1) >= 5), the rest last.
-    (100, 9, 10, smctx.Layout(10, 9, (9, 5, 3, 2), (2, 2, 2, 4))),
+    # 64 calls of 16 particles over 9 candidates: K = 4 iterations of 16 steps.
+    (1024, 9, 64, smctx.Layout(16, 9, (9, 5, 3, 2), (16, 16, 16, 16))),
+    # 10 calls over 4 iterations, the remainder on the last ones: (2, 2, 3, 3); width 10.
+    (100, 9, 10, smctx.Layout(10, 9, (9, 5, 3, 2), (2, 2, 3, 3))),
     # 3 calls hold at most 3 iterations: m1 = 8 of the 9 actions (K = 3).
     (96, 9, 3, smctx.Layout(32, 8, (8, 4, 2), (1, 1, 1))),
 ])

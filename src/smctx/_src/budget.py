@@ -240,45 +240,22 @@ def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | N
 def steps_layout(num_simulations: int, num_actions: int, num_steps: int,
                  max_num_considered_actions: int, max_depth: int | None) -> Layout:
   """TSMCTS making `num_steps` sequential calls: width `N = num_simulations // num_steps`,
-  the steps spread over the `K` iterations in proportion to the particles each candidate
-  has (`depths_by_group_size`), each iteration deep enough, where the steps allow, for its
-  groups to take distinct paths (`distinct_path_depths`).
+  the steps spread equally over the `K` iterations (the remainder on the last ones).
+
+  Equal depths keep the candidates' estimates comparable: the policy target compares every
+  candidate, eliminated ones included, and deeper returns are more pessimistic here (prior
+  rollouts), so a shallow first iteration made the target worse; a split in proportion to
+  `1/m_i` was measured and not kept (`docs/algorithms.md`, "Compute scaling").
 
   `m1 = min(max_num_considered_actions, A, N)`, and at most `2^num_steps` so that every
   iteration gets a step; `max_depth` caps every iteration (then fewer calls are made).
   """
   width = width_of_steps(num_simulations, num_steps)
   m1 = min(max_num_considered_actions, num_actions, width, 2 ** min(num_steps, 30))
-  steps, considered = min(num_steps, num_simulations), halving_sequence(m1)
-  least = distinct_path_depths(width, considered, num_actions)
-  depths = depths_by_group_size(steps, considered, least if sum(least) <= steps else None)
-  if max_depth is not None:
-    depths = tuple(min(d, max_depth) for d in depths)
+  steps = min(num_steps, num_simulations)
+  depths = _spread_depths(width * steps, width, num_halving_iterations(m1), max_depth)
   return Layout(num_particles=width, num_considered=m1,
                 considered_per_iteration=halving_sequence(m1), depths=depths)
-
-
-def depths_by_group_size(num_steps: int, considered: tuple[int, ...],
-                         least: tuple[int, ...] | None = None) -> tuple[int, ...]:
-  """`num_steps` split over the iterations in proportion to `1/m_i`, the share of the
-  particles each candidate gets: `floor(num_steps·(1/m_i)/Σ_j 1/m_j)`, at least `least`
-  (default one step each; `Σ least <= num_steps`), the remainder to the last iteration.
-
-  Early iterations rank many candidates with a few particles each, whose deep paths would be
-  rollouts of the prior; the last ones, with a group per survivor several times larger, go
-  deep (smctx's choice for a given latency; measured in `docs/algorithms.md`, "Compute
-  scaling"). Needs `num_steps >= len(considered)`.
-  """
-  share = [1.0 / m for m in considered]
-  least = least or (1,) * len(considered)
-  depths = [max(low, math.floor(num_steps * s / sum(share))) for s, low in zip(share, least,
-                                                                              strict=True)]
-  while sum(depths) > num_steps:  # the least depths overshot: take from the deepest above them
-    deepest = max((i for i in range(len(depths)) if depths[i] > least[i]),
-                  key=lambda i: (depths[i], i))
-    depths[deepest] -= 1
-  depths[-1] += num_steps - sum(depths)
-  return tuple(depths)
 
 
 def _least_depths(width: int, max_considered: int, num_actions: int, target_depth: int,
