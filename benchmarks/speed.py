@@ -168,7 +168,10 @@ GRIDS = {
     "headline": [],
     "memory": [],
     "latency": [],
+    "kernels": [],
 }
+# `--mode kernels`: compiles only, counts the kernels of each search's per-step loop body.
+KERNEL_CONFIGS = [(model, batch, 256, 16) for model in ("tabular", "mlp") for batch in (1, 64)]
 # `--mode latency`: the headline model and batch at equal sequential calls: mctx at S
 # simulations against tsmcts making the same S calls at widths N (num_simulations = N·S).
 LATENCY_STEPS = (16, 64, 256)
@@ -182,7 +185,7 @@ TIMING = {
     "latency": dict(min_repeats=3, max_repeats=20, target_seconds=0.5),
 }
 MAX_CALL_SECONDS = {"quick": 10.0, "full": 30.0, "headline": 120.0, "memory": 0.0,
-                    "latency": 30.0}
+                    "latency": 30.0, "kernels": 0.0}
 
 
 # -- Models ------------------------------------------------------------------------------------
@@ -327,6 +330,105 @@ def time_calls(programs, min_repeats: int, max_repeats: int, target_seconds: flo
     stats.append(dict(median=float(q50), iqr=float(q75 - q25), repeats=len(wall),
                       cpu_median=float(np.median(cpu))))
   return stats
+
+
+# Instructions that launch no kernel of their own (views, tuples, constants, parameters).
+_NO_KERNEL = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast",
+              "after-all", "partition-id", "replica-id", "opt-barrier"}
+# The kinds reported on their own; every other instruction counts under `other`.
+KERNEL_KINDS = ("fusion", "sort", "scatter", "gather", "custom-call", "while", "conditional",
+                "dot", "copy")
+LOOP_COLUMNS = ("loop_kernels",) + tuple(f"loop_{k.replace('-', '_')}"
+                                        for k in KERNEL_KINDS + ("other",))
+
+
+def _computations(hlo_text: str) -> dict[str, list[str]]:
+  """Computation name -> the opcodes of its instructions (optimised HLO text)."""
+  computations, current = {}, None
+  for line in hlo_text.splitlines():
+    line = re.sub(r"/\*.*?\*/", "", line)  # `/*index=5*/` in long tuple shapes
+    header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
+    if header and not line.startswith(" "):
+      current = computations.setdefault(header.group(1), [])
+      continue
+    op = re.match(r"^\s+(?:ROOT )?%?[\w.\-]+ = [^=]*? ([a-z][\w\-]*)\(", line)
+    if current is not None and op:
+      current.append((op.group(1), line))
+  return computations
+
+
+def loop_kernels(hlo_text: str) -> dict:
+  """Kernels of the compiled per-step loop body, counted by kind.
+
+  The loop is the `while` whose body holds the most instructions (the depth loop of a
+  search; mctx's simulation loop); its body is counted with the branches of its
+  `conditional`s and the bodies of nested `while`s (every branch, so an upper bound on one
+  step), each fusion as one kernel. Returns `loop_kernels` (all kinds), `loop_<kind>` for
+  `KERNEL_KINDS` and `loop_other`.
+  """
+  computations = _computations(hlo_text)
+
+  def called(line, key):
+    return re.findall(rf"{key}=%?([\w.\-]+)", line) + sum(
+        (re.findall(r"%?([\w.\-]+)", group) for group in
+         re.findall(rf"{key}=\{{([^}}]*)\}}", line)), [])
+
+  bodies = [b for instructions in computations.values() for op, line in instructions
+            if op == "while" for b in called(line, "body")]
+  if not bodies:
+    return {}
+  main = max(bodies, key=lambda b: len(computations.get(b, ())))
+  counts = dict.fromkeys(LOOP_COLUMNS, 0)
+  seen = set()
+
+  def visit(name):
+    if name in seen or name not in computations:
+      return
+    seen.add(name)
+    for op, line in computations[name]:
+      if op in _NO_KERNEL:
+        continue
+      kind = op if op in KERNEL_KINDS else "other"
+      counts[f"loop_{kind.replace('-', '_')}"] += 1
+      counts["loop_kernels"] += 1
+      if op == "while":
+        for sub in called(line, "body") + called(line, "condition"):
+          visit(sub)
+      elif op == "conditional":
+        for sub in called(line, "branch_computations") + called(line, "true_computation") + \
+            called(line, "false_computation"):
+          visit(sub)
+      elif op == "call":
+        for sub in called(line, "to_apply"):
+          visit(sub)
+
+  visit(main)
+  return counts
+
+
+def kernel_rows(models, algorithms, configs=KERNEL_CONFIGS) -> list[dict]:
+  """`--mode kernels`: each algorithm compiled at each configuration, its loop body's
+  kernels counted (`loop_kernels`) and printed; nothing is run."""
+  rows = []
+  built = {name: MODELS[name]() for name in models}
+  for model, batch, budget, n in configs:
+    if model not in built:
+      continue
+    params, root_fn, recurrent_fn = built[model]
+    root = root_fn(params, batch)
+    for algorithm in algorithms:
+      compiled, compile_s, _ = compile_program(
+          search_program(algorithm, recurrent_fn, budget, None if algorithm == "mctx" else n),
+          params, jax.random.PRNGKey(0), root)
+      row = dict(model=model, algorithm=algorithm, batch=batch, budget=budget,
+                 num_particles="" if algorithm == "mctx" else n, compile_s=round(compile_s, 2),
+                 **loop_kernels(compiled.as_text()))
+      rows.append(row)
+      kinds = " ".join(f"{k[5:]}={v}" for k, v in row.items()
+                       if k.startswith("loop_") and k != "loop_kernels" and v)
+      print(f"{model:>7s} {algorithm:>6s} B={batch:<3d} budget={budget} N={n}: "
+            f"{row.get('loop_kernels', 0):4d} kernels per step ({kinds})", flush=True)
+  return rows
 
 
 def memory_analysis(compiled) -> dict:
@@ -488,7 +590,7 @@ class Runner:
                cpu_search_over_floor="", compile_s="", lower_s="", floor_compile_s="",
                xla_temp_bytes="", xla_argument_bytes="", xla_output_bytes="",
                xla_total_bytes="", device_peak_bytes="", device_peak_exact="", flops="",
-               load1=round(os.getloadavg()[0], 2))
+               load1=round(os.getloadavg()[0], 2), **dict.fromkeys(LOOP_COLUMNS, ""))
     series = (model, algorithm, batch, num_particles if algorithm != "mctx" else None)
     predicted = self.predicted_seconds(series, budget)
     if predicted is not None and predicted > self.max_call_seconds:
@@ -529,7 +631,8 @@ class Runner:
         floor_compile_s=floor_compile_s, search_over_floor=t["median"] / f["median"],
         cpu_s=t["cpu_median"], cpu_search_over_floor=t["cpu_median"] / max(f["cpu_median"], 1e-9),
         compile_s=compile_s, lower_s=lower_s,
-        **memory_analysis(compiled), flops=flops(compiled), load1=round(os.getloadavg()[0], 2))
+        **memory_analysis(compiled), flops=flops(compiled), load1=round(os.getloadavg()[0], 2),
+        **loop_kernels(compiled.as_text()))
     if peak_after is not None:
       row.update(device_peak_bytes=peak_after,
                  device_peak_exact=int(peak_before is None or peak_after > peak_before))
@@ -907,6 +1010,11 @@ def main(argv=None):
     slug = device_slug()
     write_csv(f"{args.out}/speed_memory_sweep_{slug}.csv", rows, meta)
     plot_memory_sweep(rows, f"{args.out}/speed_memory_sweep_{slug}.png", meta)
+    return 0
+  if args.mode == "kernels":
+    meta = metadata(args.mode)
+    rows = kernel_rows(models, algorithms)
+    write_csv(f"{args.out}/speed_kernels_{device_slug()}.csv", rows, meta)
     return 0
   if args.from_csv:
     rows, meta = read_csvs(args.from_csv)
