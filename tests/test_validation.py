@@ -58,6 +58,19 @@ def test_td_scale_unknown(policy):
     _call(policy, td_scale="rms")
 
 
+@each_policy
+def test_num_steps_with_num_particles(policy):
+  with pytest.raises(ValueError, match=r"num_particles=4 and num_steps=2 are not accepted "
+                                       r"together: num_steps sets the width"):
+    _call(policy, num_particles=4, num_steps=2)
+
+
+@each_policy
+def test_num_steps_zero(policy):
+  with pytest.raises(ValueError, match=r"num_steps=0 is not accepted; expected a positive"):
+    _call(policy, num_steps=0)
+
+
 def test_elimination_unknown():
   with pytest.raises(ValueError, match=r"elimination='greedy' is not accepted"):
     _call(smctx.tsmcts_policy, elimination="greedy")

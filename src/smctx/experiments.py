@@ -35,14 +35,14 @@ POLICIES: dict[str, Callable] = {
 }
 
 
-def searcher(policy, num_simulations: int, states: Sequence[int], deterministic: bool,
-             **kwargs):
+def searcher(policy, num_simulations: int, states: Sequence[int] | np.ndarray,
+             deterministic: bool, **kwargs):
   """A jitted `(params, keys [K]) -> PolicyOutput [K, B, ...]` over the given root states."""
   root_fn, recurrent_fn = tabular.parametric_model(deterministic)
-  states = jnp.asarray(states, jnp.int32)
+  roots = jnp.asarray(states, jnp.int32)
 
   def one(params, key):
-    return policy(params, key, root_fn(params, states), recurrent_fn, num_simulations, **kwargs)
+    return policy(params, key, root_fn(params, roots), recurrent_fn, num_simulations, **kwargs)
 
   return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
@@ -163,7 +163,7 @@ def policy_improvement(mdps: Sequence[tabular.TabularMDP], *, num_simulations: i
 
 def regret(mdps: Sequence[tabular.TabularMDP], policies: dict[str, Callable], *,
            budgets: Sequence[int] = (16, 64, 256), seeds: int = 2, timing_repeats: int = 0,
-           states: Sequence[int] | None = None) -> list[dict]:
+           states: Sequence[int] | np.ndarray | None = None) -> list[dict]:
   """Simple regret of the chosen action and of the policy target at equal budgets.
 
   Row per policy and budget: `action_regret = V*(s) − Q*(s, action)`,
@@ -172,19 +172,17 @@ def regret(mdps: Sequence[tabular.TabularMDP], policies: dict[str, Callable], *,
   `timing_repeats`, the median seconds per search of all roots (the batch of
   `seeds` searches timed together, divided by `seeds`).
   """
-  if states is None:
-    states = np.arange(mdps[0].num_states)
-  states = np.asarray(states)
+  roots = np.arange(mdps[0].num_states) if states is None else np.asarray(states)
   solved = [tabular.solve(mdp) for mdp in mdps]
   rows = []
   for budget in budgets:
     for name, policy in policies.items():
-      search = searcher(policy, budget, states, all(m.deterministic for m in mdps))
+      search = searcher(policy, budget, roots, all(m.deterministic for m in mdps))
       action_regret, target_regret, value_error, seconds = [], [], [], []
       for mdp, (q_star, v_star) in zip(mdps, solved, strict=True):
         params = tabular.tables(mdp)
         out = search(params, _keys(seeds))
-        q, v = q_star[states], v_star[states]
+        q, v = q_star[roots], v_star[roots]
         action = np.asarray(out.action)  # [K, B]
         weights = np.asarray(out.action_weights, np.float64)
         value = np.asarray(out.search_tree.node_values[..., mctx.Tree.ROOT_INDEX])

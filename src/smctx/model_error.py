@@ -117,7 +117,8 @@ def merge(probs, max_successors: int | None = None):
   drawn), `reward_scale` and `value_scale` (float32, `scales`).
   """
   params, roots, offsets = problems.merge(probs, max_successors)
-  extra = {k: [] for k in ("first_state", "problem_states", "reward_scale", "value_scale")}
+  extra: dict[str, list[np.ndarray]] = {
+      k: [] for k in ("first_state", "problem_states", "reward_scale", "value_scale")}
   for p, offset in zip(probs, offsets, strict=True):
     reward_scale, value_scale = scales(p)
     extra["first_state"].append(np.full(p.num_states, offset))
@@ -132,12 +133,13 @@ def merge(probs, max_successors: int | None = None):
 
 def with_corruption(params: dict, corruption: Corruption) -> dict:
   """`params` whose model is corrupted by `corruption` (float32 scalars: no recompilation)."""
-  return dict(params, corruption=Corruption(*(jnp.asarray(x, jnp.float32) for x in corruption)))
+  return dict(params, corruption=jax.tree_util.tree_map(
+      lambda x: jnp.asarray(x, jnp.float32), corruption))
 
 
 def _fixed_key(seed: int, stream: int, *ids):
   """One key per element of the broadcast `ids`: a function of the seed, stream and ids."""
-  ids = jnp.broadcast_arrays(*(jnp.asarray(i, jnp.int32) for i in ids))
+  arrays = jnp.broadcast_arrays(*(jnp.asarray(i, jnp.int32) for i in ids))
   base = jax.random.fold_in(jax.random.PRNGKey(seed), stream)
 
   def one(*values):
@@ -146,8 +148,8 @@ def _fixed_key(seed: int, stream: int, *ids):
       key = jax.random.fold_in(key, v)
     return key
 
-  keys = jax.vmap(one)(*(i.reshape(-1) for i in ids))
-  return keys, ids[0].shape
+  keys = jax.vmap(one)(*(i.reshape(-1) for i in arrays))
+  return keys, arrays[0].shape
 
 
 def _uniform(noise, seed, stream, rng_key, shape, ids):

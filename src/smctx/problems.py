@@ -322,9 +322,9 @@ def tic_tac_toe_game():
   `q_star` `[S, 9]` (illegal: -inf) and `v_star` `[S]`, from the view of the
   player to move (0 at terminal positions). State 0 is the empty board.
   """
-  index = {}
-  boards = []
-  stack = [(0,) * 9]
+  index: dict[tuple[int, ...], int] = {}
+  boards: list[tuple[int, ...]] = []
+  stack: list[tuple[int, ...]] = [(0,) * 9]
   index[(0,) * 9] = 0
   boards.append((0,) * 9)
   while stack:  # depth-first enumeration of reachable positions
@@ -363,9 +363,9 @@ def tic_tac_toe_game():
   for s in order:
     if terminal[s]:
       continue
-    for cell in np.flatnonzero(legal[s]):
-      nxt = next_states[s, cell]
-      q_star[s, cell] = rewards[s, cell] - (0.0 if terminal[nxt] else v_star[nxt])
+    for move in np.flatnonzero(legal[s]):
+      successor = next_states[s, move]
+      q_star[s, move] = rewards[s, move] - (0.0 if terminal[successor] else v_star[successor])
     v_star[s] = q_star[s].max()
   return dict(boards=np.asarray(boards, np.int8), next_states=next_states, rewards=rewards,
               terminal=terminal, legal=legal, q_star=q_star, v_star=v_star)
@@ -417,8 +417,9 @@ def merge(problems, max_successors: int | None = None):
   """
   k = max_successors or max(p.next_states.shape[-1] for p in problems)
   offsets = np.cumsum([0] + [p.num_states for p in problems])[:-1]
-  parts = {key: [] for key in ("next_states", "log_probs", "rewards", "terminal", "discount",
-                               "prior_logits", "values")}
+  parts: dict[str, list[np.ndarray]] = {
+      key: [] for key in ("next_states", "log_probs", "rewards", "terminal", "discount",
+                          "prior_logits", "values")}
   for p, offset in zip(problems, offsets, strict=True):
     pad = k - p.next_states.shape[-1]
     ns = np.concatenate([p.next_states, np.repeat(p.next_states[..., :1], pad, -1)], -1)

@@ -18,11 +18,12 @@ import chex
 import jax.numpy as jnp
 
 from smctx._src import segments
+from smctx._src.base import PytreeDataclass, pytree_dataclass
 from smctx._src.particles import Particles
 
 
-@chex.dataclass(frozen=True)
-class ActionValues:
+@pytree_dataclass(frozen=True)
+class ActionValues(PytreeDataclass):
   """Running means of returns per label.
 
   qvalues: `[B, L]` running mean `Q` (0 where unvisited).

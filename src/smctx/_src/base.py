@@ -9,14 +9,35 @@ layout it uses, and the action-model protocol the particle engine talks to.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Protocol, TypeVar
 
 import chex
 import mctx
 
+if TYPE_CHECKING:
+  from typing import Self, dataclass_transform
 
-@chex.dataclass(frozen=True)
-class SampledRootFnOutput:
+  _T = TypeVar("_T")
+
+  @dataclass_transform()
+  def pytree_dataclass(*, frozen: bool = False) -> Callable[[type[_T]], type[_T]]:
+    """`chex.dataclass`, as type checkers see it: a dataclass (fields, `__init__`)."""
+    ...
+else:
+  pytree_dataclass = chex.dataclass
+
+
+class PytreeDataclass:
+  """Base of smctx's `chex.dataclass` types: chex adds `replace` to each class, declared here
+  for type checkers only (at run time this class adds nothing)."""
+
+  if TYPE_CHECKING:
+    def replace(self, **changes: Any) -> Self:
+      ...
+
+
+@pytree_dataclass(frozen=True)
+class SampledRootFnOutput(PytreeDataclass):
   """The root of a sampled-action search.
 
   candidates: pytree of `[B, M, ...]` arrays, the `M` candidate actions of
@@ -34,8 +55,8 @@ class SampledRootFnOutput:
   prior_logits: Optional[chex.Array] = None
 
 
-@chex.dataclass(frozen=True)
-class SampledRecurrentFnOutput:
+@pytree_dataclass(frozen=True)
+class SampledRecurrentFnOutput(PytreeDataclass):
   """What a sampled-action `recurrent_fn` returns for `[B]` transitions.
 
   `recurrent_fn` is called with `[B]` rows, one particle of each root, in root
@@ -52,8 +73,8 @@ class SampledRecurrentFnOutput:
   policy: chex.ArrayTree
 
 
-@chex.dataclass(frozen=True)
-class SampledPolicyOutput:
+@pytree_dataclass(frozen=True)
+class SampledPolicyOutput(PytreeDataclass):
   """The result of a sampled-action search.
 
   action: `[B]` int32, index of the chosen candidate.
@@ -70,8 +91,8 @@ class SampledPolicyOutput:
   search_tree: mctx.Tree
 
 
-@chex.dataclass(frozen=True)
-class SearchDiagnostics:
+@pytree_dataclass(frozen=True)
+class SearchDiagnostics(PytreeDataclass):
   """What a search measured about itself, in `search_tree.extra_data`.
 
   All fields have the batch axis `B` first. `S` is the number of sequential
@@ -168,10 +189,14 @@ class ActionModel(Protocol):
   for the actions of particles leaving the root, one model call on every
   particle, and each particle's next action drawn from the policy at its state.
   """
-  num_actions: int
-  # TSMCTS: True when each particle draws its own second action (labels are
-  # positions in the group), False when second actions are action indices.
-  samples_second_actions: bool
+  @property
+  def num_actions(self) -> int:
+    """The number of root actions (candidates, for sampled actions)."""
+
+  @property
+  def samples_second_actions(self) -> bool:
+    """TSMCTS: True when each particle draws its own second action (labels are positions in
+    the group), False when second actions are action indices."""
 
   def root_actions(self, index: chex.Array) -> chex.ArrayTree:
     """Actions `[B, N, ...]` of particles leaving the root by candidate index `[B, N]`."""

@@ -24,6 +24,7 @@ from smctx._src import segments
 from smctx._src import sequential_halving
 from smctx._src.base import ActionModel
 from smctx._src.base import LoopFn
+from smctx._src.base import PytreeDataclass, pytree_dataclass
 from smctx._src.particles import ModelStep, Particles
 
 # SMC temperature of the TD log-weights, for TD errors in units of their running
@@ -68,8 +69,8 @@ class EngineConfig:
   td_lambda: float = 1.0
 
 
-@chex.dataclass(frozen=True)
-class TDScale:
+@pytree_dataclass(frozen=True)
+class TDScale(PytreeDataclass):
   """Running second moment of the TD errors of each root: `[B]` each."""
   sum_sq: chex.Array
   count: chex.Array
@@ -80,8 +81,8 @@ class TDScale:
     return cls(sum_sq=z, count=z)
 
 
-@chex.dataclass(frozen=True)
-class StepDiagnostics:
+@pytree_dataclass(frozen=True)
+class StepDiagnostics(PytreeDataclass):
   """What one depth step reports, `[B]` each (see `SearchDiagnostics`)."""
   ess: chex.Array
   distinct_actions: chex.Array

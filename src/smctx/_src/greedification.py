@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import mctx
 
 from smctx._src import summary_tree
+from smctx._src.base import PytreeDataclass, pytree_dataclass
 
 
 def mask_logits(logits: chex.Array, invalid_actions: chex.Array | None) -> chex.Array:
@@ -42,8 +43,8 @@ def mixed_value(raw_value: chex.Array, qvalues: chex.Array, visits: chex.Array,
   return (raw_value + total * weighted_q) / (total + 1)
 
 
-@chex.dataclass(frozen=True)
-class Greedified:
+@pytree_dataclass(frozen=True)
+class Greedified(PytreeDataclass):
   """The root operator's results, all `[B, A]` except `value: [B]`.
 
   transformed: `σ(Q̃)` from the user's qtransform.

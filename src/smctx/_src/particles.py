@@ -23,10 +23,11 @@ import jax.numpy as jnp
 
 from smctx._src import segments
 from smctx._src.base import ActionModel
+from smctx._src.base import PytreeDataclass, pytree_dataclass
 
 
-@chex.dataclass(frozen=True)
-class Particles:
+@pytree_dataclass(frozen=True)
+class Particles(PytreeDataclass):
   """The particle system of a batch of searches.
 
   embedding: `[B, N, ...]` model state of each particle.
@@ -123,8 +124,8 @@ def uniform_per_slice(rng_key: chex.PRNGKey, shape: tuple[int, ...]) -> chex.Arr
                   out_axes=1)(keys)
 
 
-@chex.dataclass(frozen=True)
-class ModelStep:
+@pytree_dataclass(frozen=True)
+class ModelStep(PytreeDataclass):
   """One `recurrent_fn` evaluation of every particle, sanitised.
 
   reward, discount, value: `[B, N]` float32; policy: the policy at the
@@ -203,7 +204,7 @@ def advance(particles: Particles, step: ModelStep, log_weight_increment: chex.Ar
       returns=particles.returns + particles.discount_product * step.reward,
       discount_product=particles.discount_product * step.discount,
       log_weight=particles.log_weight + log_weight_increment)
-  if particles.estimate is None:
+  if particles.estimate is None or particles.trace is None:
     return advanced
   delta = td_log_weight_increment(particles, step, 1.0)
   return advanced.replace(estimate=particles.estimate + particles.trace * delta,

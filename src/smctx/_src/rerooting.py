@@ -33,12 +33,13 @@ from smctx._src import particles as particles_lib
 from smctx._src import segments
 from smctx._src import sequential_halving
 from smctx._src.base import ActionModel
+from smctx._src.base import PytreeDataclass, pytree_dataclass
 from smctx._src.particles import ModelStep
 from smctx._src.particles import Particles
 
 
-@chex.dataclass(frozen=True)
-class RootStep:
+@pytree_dataclass(frozen=True)
+class RootStep(PytreeDataclass):
   """What the root step of the current iteration saw, per particle `[B, N]`.
 
   reward, discount: of the root transition; value: network value at `s2`;

@@ -19,12 +19,13 @@ from smctx._src import particles as particles_lib
 from smctx._src import segments
 from smctx._src import summary_tree
 from smctx._src.base import ActionModel
+from smctx._src.base import PytreeDataclass, pytree_dataclass
 from smctx._src.base import SearchDiagnostics
 from smctx._src.particles import Particles
 
 
-@chex.dataclass(frozen=True)
-class PreparedRoot:
+@pytree_dataclass(frozen=True)
+class PreparedRoot(PytreeDataclass):
   """The root as the engine sees it.
 
   prior_logits: `[B, A]` float32, max-subtracted, invalid actions at a finite
@@ -137,7 +138,8 @@ def policy_output(root: PreparedRoot, *, action: chex.Array, action_weights: che
   action = jnp.where(root.no_valid_action, 0, action).astype(jnp.int32)
   full = lambda x, dtype=jnp.int32: jnp.broadcast_to(jnp.asarray(x, dtype), (batch_size,))
   num_evaluations = num_particles * sum(depths)
-  depths = jnp.broadcast_to(jnp.asarray(depths, jnp.int32), (batch_size, len(depths)))
+  depth_per_iteration = jnp.broadcast_to(jnp.asarray(depths, jnp.int32),
+                                         (batch_size, len(depths)))
   diagnostics = SearchDiagnostics(
       ess=step_diagnostics.ess,
       distinct_actions=step_diagnostics.distinct_actions,
@@ -145,7 +147,7 @@ def policy_output(root: PreparedRoot, *, action: chex.Array, action_weights: che
       num_resamples=jnp.sum(step_diagnostics.num_resamples, axis=-1).astype(jnp.int32),
       particles_per_action=particles_per_action.astype(jnp.int32),
       num_considered=num_considered.astype(jnp.int32),
-      depth=depths,
+      depth=depth_per_iteration,
       num_particles=full(num_particles),
       num_evaluations=full(num_evaluations),
       nonfinite_model_outputs=jnp.sum(step_diagnostics.nonfinite, axis=-1).astype(jnp.int32),

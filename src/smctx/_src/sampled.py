@@ -106,7 +106,7 @@ def _sampled_policy(policy: Callable[..., mctx.PolicyOutput], name: str, summary
   own = inspect.signature(sampled_policy).parameters.values()
   keywords = [p for p in inspect.signature(policy).parameters.values()
               if p.kind is inspect.Parameter.KEYWORD_ONLY]
-  sampled_policy.__signature__ = inspect.signature(sampled_policy).replace(
+  sampled_policy.__signature__ = inspect.signature(sampled_policy).replace(  # type: ignore[attr-defined]
       parameters=[p for p in own if p.kind is not inspect.Parameter.VAR_KEYWORD] + keywords)
   sampled_policy.__doc__ = summary + _ARGS_DOC.format(name=f"`smctx.{policy.__name__}`")
   return sampled_policy

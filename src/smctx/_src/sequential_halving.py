@@ -14,6 +14,7 @@ import chex
 import jax.numpy as jnp
 
 from smctx._src import segments
+from smctx._src.base import PytreeDataclass, pytree_dataclass
 
 
 # Up to this many actions, ranks come from pairwise comparisons (`O(A²)` per
@@ -118,8 +119,8 @@ def inverse_variance_counts(count: chex.Array, returns: chex.Array, weight: chex
   return count * floor / (spread + floor)
 
 
-@chex.dataclass(frozen=True)
-class HalvingState:
+@pytree_dataclass(frozen=True)
+class HalvingState(PytreeDataclass):
   """Root state of Sequential Halving, `O(A)` per root whatever the budget.
 
   qvalues, weights: `Q_SH` and `Σ_j N_j(a)` of the inverse-variance

@@ -45,6 +45,7 @@ from smctx._src import validation
 from smctx._src.backpropagation import ActionValues
 from smctx._src.base import ActionModel
 from smctx._src.base import Layout
+from smctx._src.base import PytreeDataclass, pytree_dataclass
 from smctx._src.base import SearchDiagnostics
 from smctx._src.engine import DEFAULT_TEMPERATURE
 from smctx._src.particles import ModelStep
@@ -59,8 +60,8 @@ from smctx._src.sequential_halving import HalvingState
 SHARP_QTRANSFORM = functools.partial(mctx.qtransform_completed_by_mix_value, value_scale=0.3)
 
 
-@chex.dataclass(frozen=True)
-class SearchState:
+@pytree_dataclass(frozen=True)
+class SearchState(PytreeDataclass):
   """The loop state of TSMCTS.
 
   particles: the particle system `[B, N]`; values: the inner search's running
@@ -415,7 +416,9 @@ def tsmcts_policy(
       draw from their priors (below `s2`, and for particles of a group beyond
       the ranked actions).
     num_particles: width `N`; None chooses it from the budget (depth per
-      iteration near 2, near 3 for `variant="paper"`; `docs/algorithms.md`).
+      iteration near 2, near 3 for `variant="paper"`; for "smctx" at least
+      `sqrt(num_simulations)/2` sequential calls, so that from about 1024
+      simulations on a larger budget buys depth too; `docs/algorithms.md`).
       A budget below `N·K` shrinks the width instead of failing.
     num_steps: the number of sequential `recurrent_fn` calls (the search's
       latency on an accelerator); the width is then `num_simulations //

@@ -44,12 +44,12 @@ def check_positive_number(name: str, value: Any) -> None:
     if value.ndim == 0:
       value = float(value)
   if isinstance(value, numbers.Real):
-    if not (value > 0 and value < float("inf")):
+    if not 0 < float(value) < float("inf"):
       raise ValueError(f"{name}={value!r} is not accepted; expected a finite number > 0.")
 
 
 def check_fraction(name: str, value: Any) -> None:
-  if not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+  if not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
     raise ValueError(f"{name}={value!r} is not accepted; expected a number in [0, 1].")
 
 
@@ -57,7 +57,8 @@ ITERATION_WEIGHTS = ("visits", "variance")
 
 
 def check_td_lambda(value: Any) -> None:
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value <= 1.0:
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+      or not 0.0 < float(value) <= 1.0):
     raise ValueError(f"td_lambda={value!r} is not accepted; expected a number in (0, 1].")
 
 
@@ -65,7 +66,7 @@ def check_nonnegative_number(name: str, value: Any) -> None:
   """Rejects a negative or non-finite Python number; traced values pass."""
   if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer) and value.ndim == 0:
     value = float(value)
-  if isinstance(value, numbers.Real) and not (0 <= value < float("inf")):
+  if isinstance(value, numbers.Real) and not (0 <= float(value) < float("inf")):
     raise ValueError(f"{name}={value!r} is not accepted; expected a finite number >= 0.")
 
 
@@ -179,8 +180,8 @@ def check_model_scalars(output: Any, num_evaluations: int) -> None:
 
 def check_next_embedding(next_embedding: chex.ArrayTree, embedding: chex.ArrayTree) -> None:
   """Checks that the next embedding has the structure, shapes and dtypes of the given one."""
-  given = jax.tree_util.tree_structure(embedding)
-  got = jax.tree_util.tree_structure(next_embedding)
+  given: Any = jax.tree_util.tree_structure(embedding)
+  got: Any = jax.tree_util.tree_structure(next_embedding)
   if given != got:
     raise ValueError(f"recurrent_fn returned a next embedding with structure {got}; expected "
                      f"the structure of the embedding it was given, {given}.")
@@ -231,8 +232,8 @@ def check_sampled_root(root: Any, invalid_actions: chex.Array | None) -> tuple[i
 def check_sampled_actions(actions: chex.ArrayTree, candidates: chex.ArrayTree,
                           num_evaluations: int, source: str) -> None:
   """Checks one particle slice of sampled next actions: `B` rows shaped like candidates."""
-  want = jax.tree_util.tree_structure(candidates)
-  got = jax.tree_util.tree_structure(actions)
+  want: Any = jax.tree_util.tree_structure(candidates)
+  got: Any = jax.tree_util.tree_structure(actions)
   if want != got:
     raise ValueError(f"{source} gave actions with structure {got}; expected the structure of "
                      f"root.candidates, {want}.")
