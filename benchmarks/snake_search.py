@@ -117,6 +117,7 @@ def calls_specs(calls: list[int], widths: list[int], searches=("tsmcts", "smcts"
 
 def policy_of(spec: Spec):
   kwargs = dict(spec.kwargs)
+  kwargs.pop("warm_start", None)  # handled by the player (`make_player`)
   if spec.search == "gumbel_muzero":
     return functools.partial(mctx.gumbel_muzero_policy, **kwargs)
   if spec.search == "tsmcts_paper":
@@ -159,23 +160,28 @@ def make_player(config, params, spec: Spec, episodes: int):
                           conv_channels=tuple(config.conv_channels), time_limit=config.time_limit)
   root_fn, recurrent_fn = models.jumanji_model(env, network.apply, discount=config.discount)
   policy = None if spec.search == "prior" else policy_of(spec)
+  # `warm_start=True` (TSMCTS): each move's search starts from the previous one's estimates.
+  warm = dict(spec.kwargs).get("warm_start", False)
+  num_actions = env.action_spec.num_values
 
-  def move(env_state, observation, key):
+  def move(env_state, observation, key, warm_start):
     invalid = ~observation.action_mask
     invalid = jnp.where(jnp.all(invalid, -1, keepdims=True), False, invalid)  # trapped: any
     if policy is None:
       logits, _ = network.apply(params, observation)
       action = jax.random.categorical(key, jnp.where(invalid, -jnp.inf, logits))
-      return action, jnp.zeros(action.shape, jnp.int32)
+      return action, jnp.zeros(action.shape, jnp.int32), warm_start
     root = root_fn(params, key, env_state, observation)
     out = policy(params, key, root, recurrent_fn, spec.budget, invalid_actions=invalid,
-                 max_depth=spec.max_depth)
+                 max_depth=spec.max_depth, **({"warm_start": warm_start} if warm else {}))
     extra = out.search_tree.extra_data
     # Sequential recurrent_fn calls of this move, as the search reports them (mctx: one per
     # simulation).
     calls = (jnp.sum(extra.depth, axis=-1) if isinstance(extra, smctx.SearchDiagnostics)
              else jnp.full(out.action.shape, spec.budget))
-    return out.action, calls
+    if warm:
+      warm_start = smctx.warm_start(out, out.action)
+    return out.action, calls, warm_start
 
   @jax.jit
   def play(key):
@@ -183,15 +189,17 @@ def make_player(config, params, spec: Spec, episodes: int):
     env_state, timestep = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
 
     def step(carry, key):
-      env_state, timestep, episode_return, playing = carry
-      action, calls = move(env_state, timestep.observation, key)
+      env_state, timestep, episode_return, playing, warm_start = carry
+      action, calls, warm_start = move(env_state, timestep.observation, key, warm_start)
       env_state, timestep = jax.vmap(env.step)(env_state, action)
       episode_return = episode_return + playing * timestep.reward
       playing = playing * (1.0 - timestep.last().astype(jnp.float32))
-      return (env_state, timestep, episode_return, playing), jnp.mean(calls.astype(jnp.float32))
+      return ((env_state, timestep, episode_return, playing, warm_start),
+              jnp.mean(calls.astype(jnp.float32)))
 
-    init = (env_state, timestep, jnp.zeros(episodes), jnp.ones(episodes))
-    (_, _, episode_return, _), calls = jax.lax.scan(step, init,
+    init = (env_state, timestep, jnp.zeros(episodes), jnp.ones(episodes),
+            smctx.WarmStart.zeros(episodes, num_actions))
+    (_, _, episode_return, _, _), calls = jax.lax.scan(step, init,
                                                     jax.random.split(key, config.time_limit))
     return episode_return, jnp.mean(calls)
 

@@ -21,6 +21,7 @@ from smctx._src.base import SampledPolicyOutput
 from smctx._src.base import SampledRecurrentFnOutput
 from smctx._src.base import SampledRootFnOutput
 from smctx._src.base import SearchDiagnostics
+from smctx._src.base import WarmStart
 from smctx._src.checking import checked
 from smctx._src.smc import smc_policy
 from smctx._src.sampled import sampled_smc_policy
@@ -29,6 +30,7 @@ from smctx._src.sampled import sampled_tsmcts_policy
 from smctx._src.smcts import smcts_policy
 from smctx._src.tsmcts import SHARP_QTRANSFORM
 from smctx._src.tsmcts import tsmcts_policy
+from smctx._src.warm_start import warm_start
 from smctx import model_error
 from smctx import models
 from smctx import plotting
@@ -53,6 +55,8 @@ __all__ = [
     "smcts_policy",
     "tabular",
     "tsmcts_policy",
+    "warm_start",
+    "WarmStart",
 ]
 
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Protocol, TypeVar
 
 import chex
+import jax.numpy as jnp
 import mctx
 
 if TYPE_CHECKING:
@@ -127,6 +128,9 @@ class SearchDiagnostics(PytreeDataclass):
     search drew at the root (as mctx's `GumbelMuZeroExtraData.root_gumbel`):
     `argmax(root_gumbel + prior_logits)` is the prior's action under the same
     noise, the baseline of mctx's policy improvement demo.
+  next_root: `WarmStart`, TSMCTS's estimates at the successor of `action`
+    (weights 0 for the other searches); `smctx.warm_start` turns it into the
+    next search's `warm_start`.
   """
   ess: chex.Array
   distinct_actions: chex.Array
@@ -141,6 +145,28 @@ class SearchDiagnostics(PytreeDataclass):
   no_valid_action: chex.Array
   nonfinite_root: chex.Array
   root_gumbel: chex.Array
+  next_root: WarmStart
+
+
+@pytree_dataclass(frozen=True)
+class WarmStart(PytreeDataclass):
+  """What a TSMCTS search learnt about the state after its chosen action, for the next search
+  (`smctx.warm_start`; beyond the paper, opt-in).
+
+  action: `[B]` int32, the root action these estimates continue (the search's `action`);
+  qvalues: `[B, A]` float32, the search's estimates `Q(s2, b)` at that action's successor `s2`,
+    from the point of view of the player to move there; weights: `[B, A]` float32, the
+    particles behind each estimate (0 where there is none: rows, actions or searches with no
+    estimate, SMC and SMCTS, sampled actions, a successor searched one step deep).
+  """
+  action: chex.Array
+  qvalues: chex.Array
+  weights: chex.Array
+
+  @classmethod
+  def zeros(cls, batch_size: int, num_actions: int) -> "WarmStart":
+    zeros_a = jnp.zeros((batch_size, num_actions), jnp.float32)
+    return cls(action=jnp.zeros((batch_size,), jnp.int32), qvalues=zeros_a, weights=zeros_a)
 
 
 @dataclasses.dataclass(frozen=True)

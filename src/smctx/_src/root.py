@@ -9,6 +9,8 @@ weights and action 0, `algorithms.md` section 8.12). After: assemble
 
 from __future__ import annotations
 
+from typing import Optional
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,7 @@ from smctx._src import summary_tree
 from smctx._src.base import ActionModel
 from smctx._src.base import PytreeDataclass, pytree_dataclass
 from smctx._src.base import SearchDiagnostics
+from smctx._src.base import WarmStart
 from smctx._src.particles import Particles
 
 
@@ -127,7 +130,8 @@ def policy_output(root: PreparedRoot, *, action: chex.Array, action_weights: che
                   tree: mctx.Tree, step_diagnostics: chex.ArrayTree,
                   particles_per_action: chex.Array, num_considered: chex.Array,
                   depths: tuple[int, ...], num_particles: int,
-                  num_simulations: int) -> mctx.PolicyOutput:
+                  num_simulations: int,
+                  next_root: Optional[WarmStart] = None) -> mctx.PolicyOutput:
   """Assembles the `PolicyOutput`; rows with no valid action get zeros and action 0.
 
   The search tree reports `num_simulations` (the budget), as mctx's does.
@@ -153,7 +157,9 @@ def policy_output(root: PreparedRoot, *, action: chex.Array, action_weights: che
       nonfinite_model_outputs=jnp.sum(step_diagnostics.nonfinite, axis=-1).astype(jnp.int32),
       no_valid_action=root.no_valid_action,
       nonfinite_root=root.nonfinite,
-      root_gumbel=root.gumbel)
+      root_gumbel=root.gumbel,
+      next_root=(WarmStart.zeros(batch_size, action_weights.shape[-1]) if next_root is None
+                 else next_root))
   tree = tree.replace(extra_data=diagnostics, root_invalid_actions=root.user_invalid_actions)
   tree = summary_tree.with_budget(tree, num_simulations)
   return mctx.PolicyOutput(action=action, action_weights=action_weights, search_tree=tree)

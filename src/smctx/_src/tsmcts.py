@@ -42,11 +42,13 @@ from smctx._src import segments
 from smctx._src import sequential_halving
 from smctx._src import start as start_lib
 from smctx._src import validation
+from smctx._src import warm_start as warm_start_lib
 from smctx._src.backpropagation import ActionValues
 from smctx._src.base import ActionModel
 from smctx._src.base import Layout
 from smctx._src.base import PytreeDataclass, pytree_dataclass
 from smctx._src.base import SearchDiagnostics
+from smctx._src.base import WarmStart
 from smctx._src.engine import DEFAULT_TEMPERATURE
 from smctx._src.particles import ModelStep
 from smctx._src.particles import Particles
@@ -68,7 +70,9 @@ class SearchState(PytreeDataclass):
   means per slot `[B, N]`; td_scale: running TD-error scale per root;
   root_step: what the current iteration's root step saw; halving: the
   Sequential Halving statistics `[B, A]`; successors: the `s2` samples of the
-  last root step `[B, N]`, in the order of `root_step` (`reuse_successors`).
+  last root step `[B, N]`, in the order of `root_step` (`reuse_successors`);
+  next_root: the estimates at the successor of the best candidate after the
+  last iteration that searched below its successors (`warm_start.py`).
   """
   particles: Particles
   values: ActionValues
@@ -76,6 +80,7 @@ class SearchState(PytreeDataclass):
   root_step: RootStep
   halving: HalvingState
   successors: ModelStep
+  next_root: WarmStart
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,8 +247,10 @@ def inner_step(ctx: Context, state: SearchState, step: ModelStep, rng_keys: chex
   return state.replace(particles=particles, values=values, td_scale=td_scale), diagnostics
 
 
-def second_greedification(ctx: Context, state: SearchState) -> chex.Array:
-  """`V_SMCTS(s2) = Σ_b I(π(s2), Q2)(b)·Q̃2(b)` of every group, `[B, G]`."""
+def second_greedification(ctx: Context,
+                          state: SearchState) -> tuple[chex.Array, chex.Array, chex.Array]:
+  """`V_SMCTS(s2) = Σ_b I(π(s2), Q2)(b)·Q̃2(b)` of every group, `[B, G]`, with the
+  statistics it read, `Q2` and the visits per group and second label `[B, G, L]`."""
   record, values = state.root_step, state.values
   spread = functools.partial(rerooting.spread_to_second_labels, group=state.particles.group,
                              record=record)
@@ -254,7 +261,7 @@ def second_greedification(ctx: Context, state: SearchState) -> chex.Array:
   inner = greedification.greedify(
       prior_logits=flat(record.pooled_logits), raw_value=flat(record.pooled_value),
       qvalues=flat(qvalues2), visits=flat(visits2), qtransform=ctx.qtransform)
-  return inner.value.reshape(batch_size, num_groups)
+  return inner.value.reshape(batch_size, num_groups), qvalues2, visits2
 
 
 def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
@@ -262,8 +269,11 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
   """Values the iteration's candidates, halves them and restarts the particles at the root."""
   record, particles = state.root_step, state.particles
   # An iteration of one step has no inner search: V_SMCTS is the pooled value.
-  v_smcts = _static_or_cond(ctx.schedule.is_one_step, iteration, lambda: record.pooled_value,
-                            lambda: second_greedification(ctx, state), state)
+  no_statistics = jnp.zeros(record.pooled_logits.shape, jnp.float32)
+  v_smcts, qvalues2, visits2 = _static_or_cond(
+      ctx.schedule.is_one_step, iteration,
+      lambda: (record.pooled_value, no_statistics, no_statistics),
+      lambda: second_greedification(ctx, state), state)
   improvement = jnp.take_along_axis(v_smcts - record.pooled_value, particles.group, axis=1)
   q_iter, count = sequential_halving.iteration_values(
       record.reward, record.discount, record.value, record.root_action, improvement,
@@ -280,6 +290,10 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
   survivors = jnp.asarray(ctx.schedule.survivors, jnp.int32)[iteration]
   halving = halving.replace(considered=sequential_halving.top_considered(
       keep_score, halving.considered, survivors))
+  next_root = state.next_root
+  if not ctx.model.samples_second_actions:
+    next_root = _next_root(ctx, state, qvalues2, visits2,
+                           root_lib.masked_argmax(score, ~halving.considered))
   particles, values = start_iteration(ctx, score, halving.considered)
   successors = state.successors
   if ctx.schedule.reuse_successors:
@@ -287,8 +301,20 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
     successors = successors_of(successors, record.root_action, particles.label,
                                particles.group, ctx.root.prior_logits.shape[-1])
   return engine.match_varying(
-      state.replace(particles=particles, values=values, halving=halving, successors=successors),
+      state.replace(particles=particles, values=values, halving=halving, successors=successors,
+                    next_root=next_root),
       state)
+
+
+def _next_root(ctx: Context, state: SearchState, qvalues2: chex.Array, visits2: chex.Array,
+               winner: chex.Array) -> WarmStart:
+  """`Q(s2, ·)` of the best surviving candidate's group this iteration (`warm_start.py`)."""
+  group, root_action = state.particles.group, state.root_step.root_action
+  num_groups = ctx.num_considered
+  group_size = segments.segment_sum(jnp.ones(group.shape, jnp.float32), group, num_groups)
+  group_action = segments.segment_max(root_action.astype(jnp.float32), group, num_groups)
+  group_action = jnp.where(group_size > 0, group_action, -1.0).astype(jnp.int32)
+  return warm_start_lib.successor_estimates(qvalues2, visits2, group_action, group_size, winner)
 
 
 def _variance_weights(ctx: Context, state: SearchState, count: chex.Array) -> chex.Array:
@@ -366,6 +392,7 @@ def tsmcts_policy(
     elimination: str = "sequential_halving",
     variant: str = "smctx",
     target_qtransform: Optional[mctx.QTransform] = None,
+    warm_start: Optional[WarmStart] = None,
 ) -> mctx.PolicyOutput[SearchDiagnostics]:
   """Runs Twice Sequential Monte Carlo Tree Search; a drop-in for `mctx.gumbel_muzero_policy`.
 
@@ -406,6 +433,14 @@ def tsmcts_policy(
       `qtransform_completed_by_mix_value` for "paper".
     target_qtransform: the qtransform of the policy target `action_weights`
       only. None: the same as `qtransform`.
+    warm_start: None (default: the search as mctx's, from nothing) or a
+      `smctx.WarmStart` from `smctx.warm_start(previous_output, action)`: the
+      previous move's estimates at this root, `Q(s2, ·)` of the action the
+      agent took, which seed the Sequential Halving combination `Q_SH` as an
+      earlier iteration would (beyond the paper; `warm_start.py`). Exact when
+      the model is the deterministic environment; a prior otherwise. Every
+      search returns the estimates for the next one in
+      `search_tree.extra_data.next_root`.
     max_num_considered_actions: most root candidates `m1` (also at most the
       number of actions and `N`).
     gumbel_scale: scale of the Gumbel noise of the root candidates, of the
@@ -539,25 +574,32 @@ def tsmcts_policy(
   considered = sequential_halving.top_considered(
       initial_score, ~start.root.invalid_actions, layout.num_considered)
   particles, values = start_iteration(ctx, initial_score, considered)
+  halving = HalvingState.start(considered, len(layout.depths))
+  if warm_start is not None:
+    validation.check_warm_start(warm_start, batch_size, start.num_actions)
+    halving = warm_start_lib.seed_halving(halving, warm_start, start.root.invalid_actions)
   state = SearchState(
       particles=particles, values=values, td_scale=engine.TDScale.zeros(batch_size),
       root_step=RootStep.zeros(batch_size, layout.num_particles, layout.num_considered,
                                ctx.num_second_labels),
-      halving=HalvingState.start(considered, len(layout.depths)),
+      halving=halving,
       successors=ModelStep(reward=jnp.zeros_like(values.visits),
                            discount=jnp.zeros_like(values.visits),
                            value=jnp.zeros_like(values.visits), policy=particles.policy,
                            embedding=particles.embedding,
-                           nonfinite=jnp.zeros((batch_size,), jnp.int32)))
+                           nonfinite=jnp.zeros((batch_size,), jnp.int32)),
+      next_root=WarmStart.zeros(batch_size, start.num_actions))
   keys = engine.step_keys(start.search_key, layout.num_steps)
   body = functools.partial(search_step, ctx, keys, start.init_key)
   state, diagnostics = engine.run_steps(loop_fn, layout.num_steps, body, state, batch_size,
                                         reference=(params, start.search_key))
-  return _policy_output(ctx, state.halving, diagnostics, layout, num_simulations)
+  return _policy_output(ctx, state.halving, diagnostics, layout, num_simulations,
+                        state.next_root)
 
 
 def _policy_output(ctx: Context, halving: HalvingState, diagnostics: engine.StepDiagnostics,
-                   layout: Layout, num_simulations: int) -> mctx.PolicyOutput:
+                   layout: Layout, num_simulations: int,
+                   next_root: WarmStart) -> mctx.PolicyOutput:
   """The Sequential Halving winner, `I(π_θ, Q_SH)` and the summary tree."""
   greedified = ctx.greedify_root(halving)
   score = ctx.root.gumbel + ctx.root.prior_logits + greedified.transformed
@@ -573,4 +615,8 @@ def _policy_output(ctx: Context, halving: HalvingState, diagnostics: engine.Step
       ctx.root, action=action, action_weights=target.policy, tree=target.tree,
       step_diagnostics=diagnostics, particles_per_action=halving.particles_per_action,
       num_considered=halving.num_considered, depths=layout.depths,
-      num_particles=ctx.num_particles, num_simulations=num_simulations)
+      num_particles=ctx.num_particles, num_simulations=num_simulations,
+      # Estimates about the successor of another action than the one returned are dropped.
+      next_root=next_root.replace(
+          action=action, weights=jnp.where((next_root.action == action)[:, None],
+                                           next_root.weights, 0.0)))

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import mctx
 
+from smctx._src.base import WarmStart
+
 RESAMPLE_MODES = ("ess", "always", "never")
 RESAMPLING_METHODS = ("systematic", "multinomial")
 TD_SCALES = ("running", "none")
@@ -60,6 +62,20 @@ def check_td_lambda(value: Any) -> None:
   if (isinstance(value, bool) or not isinstance(value, numbers.Real)
       or not 0.0 < float(value) <= 1.0):
     raise ValueError(f"td_lambda={value!r} is not accepted; expected a number in (0, 1].")
+
+
+def check_warm_start(warm_start: Any, batch_size: int, num_actions: int) -> None:
+  """`warm_start` must be a `smctx.WarmStart` shaped for this batch and these actions."""
+  if not isinstance(warm_start, WarmStart):
+    raise ValueError(f"warm_start={type(warm_start).__name__} is not accepted; expected a "
+                     "smctx.WarmStart (smctx.warm_start(previous_output, action)) or None.")
+  expected = {"action": (batch_size,), "qvalues": (batch_size, num_actions),
+              "weights": (batch_size, num_actions)}
+  for name, shape in expected.items():
+    got = tuple(getattr(warm_start, name).shape)
+    if got != shape:
+      raise ValueError(f"warm_start.{name} has shape {got}; expected {shape} (batch "
+                       f"{batch_size}, {num_actions} actions).")
 
 
 def check_nonnegative_number(name: str, value: Any) -> None:
