@@ -153,7 +153,8 @@ class WarmStart(PytreeDataclass):
   """What a TSMCTS search learnt about the state after its chosen action, for the next search
   (`smctx.warm_start`; beyond the paper, opt-in).
 
-  action: `[B]` int32, the root action these estimates continue (the search's `action`);
+  action: `[B]` int32, the root action whose successor these estimates are about (the
+    halving's winner: the search's `action`, except under `elimination="random"`);
   qvalues: `[B, A]` float32, the search's estimates `Q(s2, b)` at that action's successor `s2`,
     from the point of view of the player to move there; weights: `[B, A]` float32, the
     particles behind each estimate (0 where there is none: rows, actions or searches with no

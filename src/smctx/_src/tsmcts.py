@@ -72,7 +72,7 @@ class SearchState(PytreeDataclass):
   Sequential Halving statistics `[B, A]`; successors: the `s2` samples of the
   last root step `[B, N]`, in the order of `root_step` (`reuse_successors`);
   next_root: the estimates at the successor of the best candidate after the
-  last iteration that searched below its successors (`warm_start.py`).
+  latest iteration (no weight if it was one step deep; `warm_start.py`).
   """
   particles: Particles
   values: ActionValues
@@ -292,7 +292,7 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
       keep_score, halving.considered, survivors))
   next_root = state.next_root
   if not ctx.model.samples_second_actions:
-    next_root = _next_root(ctx, state, qvalues2, visits2,
+    next_root = _next_root(state, qvalues2, visits2,
                            root_lib.masked_argmax(score, ~halving.considered))
   particles, values = start_iteration(ctx, score, halving.considered)
   successors = state.successors
@@ -306,15 +306,13 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
       state)
 
 
-def _next_root(ctx: Context, state: SearchState, qvalues2: chex.Array, visits2: chex.Array,
+def _next_root(state: SearchState, qvalues2: chex.Array, visits2: chex.Array,
                winner: chex.Array) -> WarmStart:
   """`Q(s2, ·)` of the best surviving candidate's group this iteration (`warm_start.py`)."""
-  group, root_action = state.particles.group, state.root_step.root_action
-  num_groups = ctx.num_considered
-  group_size = segments.segment_sum(jnp.ones(group.shape, jnp.float32), group, num_groups)
-  group_action = segments.segment_max(root_action.astype(jnp.float32), group, num_groups)
-  group_action = jnp.where(group_size > 0, group_action, -1.0).astype(jnp.int32)
-  return warm_start_lib.successor_estimates(qvalues2, visits2, group_action, group_size, winner)
+  of_winner = state.root_step.root_action == winner[:, None]
+  group = jnp.max(jnp.where(of_winner, state.particles.group, 0), axis=1)
+  return warm_start_lib.successor_estimates(qvalues2, visits2, group,
+                                            jnp.sum(of_winner, axis=1), winner)
 
 
 def _variance_weights(ctx: Context, state: SearchState, count: chex.Array) -> chex.Array:
@@ -615,8 +613,4 @@ def _policy_output(ctx: Context, halving: HalvingState, diagnostics: engine.Step
       ctx.root, action=action, action_weights=target.policy, tree=target.tree,
       step_diagnostics=diagnostics, particles_per_action=halving.particles_per_action,
       num_considered=halving.num_considered, depths=layout.depths,
-      num_particles=ctx.num_particles, num_simulations=num_simulations,
-      # Estimates about the successor of another action than the one returned are dropped.
-      next_root=next_root.replace(
-          action=action, weights=jnp.where((next_root.action == action)[:, None],
-                                           next_root.weights, 0.0)))
+      num_particles=ctx.num_particles, num_simulations=num_simulations, next_root=next_root)

@@ -43,18 +43,17 @@ def warm_start(policy_output: mctx.PolicyOutput, action: chex.Array, *,
   return previous.replace(weights=jnp.where(kept[:, None], previous.weights * weight, 0.0))
 
 
-def successor_estimates(qvalues2: chex.Array, visits2: chex.Array, group_action: chex.Array,
-                        group_size: chex.Array, winner: chex.Array) -> WarmStart:
+def successor_estimates(qvalues2: chex.Array, visits2: chex.Array, group: chex.Array,
+                        num_particles: chex.Array, winner: chex.Array) -> WarmStart:
   """The winner's group's `Q(s2, ·)`, its particles spread over the second actions by visits.
 
-  `qvalues2`, `visits2` `[B, G, A]`: each group's statistics per second action;
-  `group_action`, `group_size` `[B, G]`: each group's candidate and particles; `winner [B]`.
+  `qvalues2`, `visits2` `[B, G, A]`: each group's statistics per second action; `group`,
+  `num_particles`, `winner` `[B]`: the winner's group, its particles, and the winner.
   """
-  of_winner = group_action == winner[:, None]
-  pick = lambda table: jnp.sum(jnp.where(of_winner[..., None], table, 0.0), axis=1)
+  pick = lambda table: jnp.take_along_axis(table, group[:, None, None], axis=1)[:, 0]
   visits = pick(visits2)
-  particles = jnp.sum(jnp.where(of_winner, group_size, 0.0), axis=1)
-  weights = particles[:, None] * visits / jnp.maximum(jnp.sum(visits, -1, keepdims=True), 1.0)
+  weights = (num_particles[:, None] * visits
+             / jnp.maximum(jnp.sum(visits, -1, keepdims=True), 1.0))
   return WarmStart(action=winner.astype(jnp.int32), qvalues=pick(qvalues2),
                    weights=weights.astype(jnp.float32))
 
