@@ -112,10 +112,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import os
 import re
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -169,9 +171,13 @@ GRIDS = {
     "memory": [],
     "latency": [],
     "kernels": [],
+    "profile": [],
 }
 # `--mode kernels`: compiles only, counts the kernels of each search's per-step loop body.
 KERNEL_CONFIGS = [(model, batch, 256, 16) for model in ("tabular", "mlp") for batch in (1, 64)]
+# `--mode profile`: traces each search; at batch 1 the profiler's own cost per kernel would
+# swamp kernels of a few microseconds, so only batch 64.
+PROFILE_CONFIGS = [(model, 64, 256, 16) for model in ("tabular", "mlp")]
 # `--mode latency`: the headline model and batch at equal sequential calls: mctx at S
 # simulations against tsmcts making the same S calls at widths N (num_simulations = N·S).
 LATENCY_STEPS = (16, 64, 256)
@@ -185,7 +191,7 @@ TIMING = {
     "latency": dict(min_repeats=3, max_repeats=20, target_seconds=0.5),
 }
 MAX_CALL_SECONDS = {"quick": 10.0, "full": 30.0, "headline": 120.0, "memory": 0.0,
-                    "latency": 30.0, "kernels": 0.0}
+                    "latency": 30.0, "kernels": 0.0, "profile": 0.0}
 
 
 # -- Models ------------------------------------------------------------------------------------
@@ -340,6 +346,26 @@ KERNEL_KINDS = ("fusion", "sort", "scatter", "gather", "custom-call", "while", "
                 "dot", "copy")
 LOOP_COLUMNS = ("loop_kernels",) + tuple(f"loop_{k.replace('-', '_')}"
                                         for k in KERNEL_KINDS + ("other",))
+# The phases of a step, as `jax.named_scope`s in the library (`engine.smc_step`, `particles.mutate`,
+# TSMCTS's `root_step`, `end_iteration` and `reroot`): a kernel belongs to the first of these
+# scopes in its `op_name`, and to `loop` (the step's own selection, carries and key
+# slicing) when it has none.
+PHASES = ("model", "weighting", "backup", "resampling", "next_actions", "diagnostics",
+          "root_step", "end_iteration", "rerooting", "loop")
+PHASE_COLUMNS = tuple(f"phase_{p}" for p in PHASES)
+
+
+def phase_of(op_name: str) -> str:
+  """The phase of a kernel from its `op_name` metadata (`PHASES`)."""
+  for part in op_name.split("/"):
+    if part in PHASES:
+      return part
+  return "loop"
+
+
+def _op_name(line: str) -> str:
+  found = re.search(r'op_name="([^"]*)"', line)
+  return found.group(1) if found else ""
 
 
 def _computations(hlo_text: str) -> dict[str, list[str]]:
@@ -364,7 +390,8 @@ def loop_kernels(hlo_text: str) -> dict:
   search; mctx's simulation loop); its body is counted with the branches of its
   `conditional`s and the bodies of nested `while`s (every branch, so an upper bound on one
   step), each fusion as one kernel. Returns `loop_kernels` (all kinds), `loop_<kind>` for
-  `KERNEL_KINDS` and `loop_other`.
+  `KERNEL_KINDS` and `loop_other`, and `phase_<phase>`: the kernels that compute (not the
+  loops, branches and carry copies) by phase of the step (`PHASES`).
   """
   computations = _computations(hlo_text)
 
@@ -378,7 +405,7 @@ def loop_kernels(hlo_text: str) -> dict:
   if not bodies:
     return {}
   main = max(bodies, key=lambda b: len(computations.get(b, ())))
-  counts = dict.fromkeys(LOOP_COLUMNS, 0)
+  counts = dict.fromkeys(LOOP_COLUMNS + PHASE_COLUMNS, 0)
   seen = set()
 
   def visit(name):
@@ -391,6 +418,8 @@ def loop_kernels(hlo_text: str) -> dict:
       kind = op if op in KERNEL_KINDS else "other"
       counts[f"loop_{kind.replace('-', '_')}"] += 1
       counts["loop_kernels"] += 1
+      if op not in ("while", "conditional", "call", "copy"):
+        counts[f"phase_{phase_of(_op_name(line))}"] += 1
       if op == "while":
         for sub in called(line, "body") + called(line, "condition"):
           visit(sub)
@@ -428,6 +457,71 @@ def kernel_rows(models, algorithms, configs=KERNEL_CONFIGS) -> list[dict]:
                        if k.startswith("loop_") and k != "loop_kernels" and v)
       print(f"{model:>7s} {algorithm:>6s} B={batch:<3d} budget={budget} N={n}: "
             f"{row.get('loop_kernels', 0):4d} kernels per step ({kinds})", flush=True)
+  return rows
+
+
+def instruction_table(hlo_text: str) -> dict[str, tuple[str, str]]:
+  """HLO instruction name -> `(opcode, op_name)`, over every computation of a module."""
+  table = {}
+  for line in hlo_text.splitlines():
+    found = re.match(r"^\s+(?:ROOT )?%?([\w.\-]+) = [^=]*? ([a-z][\w\-]*)\(", line)
+    if found:
+      table[found.group(1)] = (found.group(2), _op_name(line))
+  return table
+
+
+def phase_seconds(compiled, args, repeats: int) -> dict:
+  """Seconds per call spent in each phase's kernels, from a `jax.profiler` trace.
+
+  Every kernel event of the trace is matched by name to its HLO instruction; loops,
+  branches and calls are skipped (their kernels are counted themselves), so each phase gets
+  the time of the kernels it launched, summed over threads. Returns `time_<phase>` for
+  `PHASES` and `time_kernels`, their total.
+  """
+  table = instruction_table(compiled.as_text())
+  with tempfile.TemporaryDirectory() as folder:
+    with jax.profiler.trace(folder):
+      for _ in range(repeats):
+        jax.block_until_ready(compiled(*args))
+    [path] = glob.glob(f"{folder}/**/*.xplane.pb", recursive=True)
+    profile = jax.profiler.ProfileData.from_file(path)
+  totals = dict.fromkeys(PHASES, 0.0)
+  for plane in profile.planes:
+    for line in plane.lines:
+      for event in line.events:
+        opcode, op_name = table.get(event.name, ("", ""))
+        if opcode and opcode not in ("while", "conditional", "call"):
+          totals[phase_of(op_name)] += event.duration_ns * 1e-9 / repeats
+  return dict({f"time_{p}": t for p, t in totals.items()}, time_kernels=sum(totals.values()))
+
+
+def profile_rows(models, algorithms, configs=PROFILE_CONFIGS, repeats: int = 20) -> list[dict]:
+  """`--mode profile`: each search at each configuration, timed (median of calls) and
+  traced; its kernels' time by phase of the step (`phase_seconds`) and kernel counts."""
+  rows = []
+  built = {name: MODELS[name]() for name in models}
+  for model, batch, budget, n in configs:
+    if model not in built:
+      continue
+    params, root_fn, recurrent_fn = built[model]
+    root = root_fn(params, batch)
+    args = (params, jax.random.PRNGKey(0), root)
+    for algorithm in algorithms:
+      compiled, _, _ = compile_program(
+          search_program(algorithm, recurrent_fn, budget, None if algorithm == "mctx" else n),
+          *args)
+      jax.block_until_ready(compiled(*args))
+      [timed] = time_calls([(compiled, args)], min_repeats=repeats, max_repeats=repeats,
+                           target_seconds=0.0)
+      row = dict(model=model, algorithm=algorithm, batch=batch, budget=budget,
+                 num_particles="" if algorithm == "mctx" else n, time_median_s=timed["median"],
+                 **phase_seconds(compiled, args, repeats), **loop_kernels(compiled.as_text()))
+      rows.append(row)
+      phases = " ".join(f"{p}={row[f'time_{p}'] * 1e3:.2f}" for p in PHASES
+                        if row[f"time_{p}"] > 0)
+      print(f"{model:>7s} {algorithm:>6s} B={batch:<3d} budget={budget} N={n}: "
+            f"{timed['median'] * 1e3:.2f} ms a search, kernels {row['time_kernels'] * 1e3:.2f} ms"
+            f" ({phases})", flush=True)
   return rows
 
 
@@ -1015,6 +1109,11 @@ def main(argv=None):
     meta = metadata(args.mode)
     rows = kernel_rows(models, algorithms)
     write_csv(f"{args.out}/speed_kernels_{device_slug()}.csv", rows, meta)
+    return 0
+  if args.mode == "profile":
+    meta = metadata(args.mode)
+    rows = profile_rows(models, algorithms)
+    write_csv(f"{args.out}/speed_profile_{device_slug()}.csv", rows, meta)
     return 0
   if args.from_csv:
     rows, meta = read_csvs(args.from_csv)

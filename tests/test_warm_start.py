@@ -37,7 +37,8 @@ def two_step_root(batch_size=3):
 
 
 def outputs_equal(a, b) -> bool:
-  return all(bool(jnp.all(x == y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  return all(bool(jnp.all(x == y)) for x, y in pairs)
 
 
 def test_next_root_holds_the_chosen_actions_successor_values(two_step_search):

@@ -194,28 +194,33 @@ def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scal
   section 8.4).
   """
   chex.assert_equal_shape([particles.value, step.value, step.reward, step.discount])
-  delta, td_scale = scaled_td(particles, step, td_scale, config)
-  particles = particles_lib.advance(particles, step, delta / config.temperature,
-                                    config.td_lambda)
+  with jax.named_scope("weighting"):
+    delta, td_scale = scaled_td(particles, step, td_scale, config)
+    particles = particles_lib.advance(particles, step, delta / config.temperature,
+                                      config.td_lambda)
   if config.backpropagate:  # before resampling: every particle's return counts once
-    values = backpropagation.update(values, particles, config.labels_are_runs)
-  particles, group_resamples, ess, source = resample_within_groups(
-      rng_keys[0], particles, config, allow_resample)
+    with jax.named_scope("backup"):
+      values = backpropagation.update(values, particles, config.labels_are_runs)
+  with jax.named_scope("resampling"):
+    particles, group_resamples, ess, source = resample_within_groups(
+        rng_keys[0], particles, config, allow_resample)
   # Next action of every particle, drawn after resampling so that copies of a
   # particle explore independently (or, with `distinct_copies`, take distinct actions).
-  if config.distinct_copies and not model.samples_second_actions:
-    sample_key, gumbel_key = jax.random.split(rng_keys[1])
-    action = copy_actions(gumbel_key, particles.policy, source,
-                          model.sample(sample_key, particles.policy))
-  else:
-    action = model.sample(rng_keys[1], particles.policy)
-  particles = particles.replace(action=action)
-  diagnostics = StepDiagnostics(
-      ess=jnp.sum(ess, axis=-1),
-      distinct_actions=distinct_labels_per_group(particles, config.num_labels),
-      resampled=jnp.any(group_resamples, axis=-1),
-      num_resamples=jnp.sum(group_resamples, axis=-1).astype(jnp.int32),
-      nonfinite=step.nonfinite)
+  with jax.named_scope("next_actions"):
+    if config.distinct_copies and not model.samples_second_actions:
+      sample_key, gumbel_key = jax.random.split(rng_keys[1])
+      action = copy_actions(gumbel_key, particles.policy, source,
+                            model.sample(sample_key, particles.policy))
+    else:
+      action = model.sample(rng_keys[1], particles.policy)
+    particles = particles.replace(action=action)
+  with jax.named_scope("diagnostics"):
+    diagnostics = StepDiagnostics(
+        ess=jnp.sum(ess, axis=-1),
+        distinct_actions=distinct_labels_per_group(particles, config.num_labels),
+        resampled=jnp.any(group_resamples, axis=-1),
+        num_resamples=jnp.sum(group_resamples, axis=-1).astype(jnp.int32),
+        nonfinite=step.nonfinite)
   return particles, values, td_scale, diagnostics
 
 
@@ -267,7 +272,9 @@ def run_steps(loop_fn: LoopFn, num_steps: int, body: Callable, carry: chex.Array
   def loop_body(i: chex.Array, state: tuple) -> tuple:
     carry, buffers = state
     carry, diag = body(i, carry)
-    buffers = jax.tree_util.tree_map(lambda b, x: b.at[:, i].set(x.astype(b.dtype)), buffers, diag)
+    with jax.named_scope("diagnostics"):
+      buffers = jax.tree_util.tree_map(lambda b, x: b.at[:, i].set(x.astype(b.dtype)), buffers,
+                                       diag)
     return carry, buffers
 
   return loop_fn(0, num_steps, loop_body, match_varying((carry, buffers), reference))

@@ -141,6 +141,7 @@ class ModelStep(PytreeDataclass):
   nonfinite: chex.Array
 
 
+@jax.named_scope("model")
 def mutate(params: chex.ArrayTree, rng_key: chex.PRNGKey, model: ActionModel,
            action: chex.ArrayTree, embedding: chex.ArrayTree) -> ModelStep:
   """Calls the model once on all `B·N` particles.

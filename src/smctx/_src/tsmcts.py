@@ -179,6 +179,7 @@ def start_iteration(ctx: Context, score: chex.Array,
   return particles_lib.start_lambda_return(particles, ctx.config.td_lambda), values
 
 
+@jax.named_scope("root_step")
 def root_step(ctx: Context, state: SearchState, step: ModelStep, rng_keys: chex.Array,
               i: chex.Array) -> tuple[SearchState, engine.StepDiagnostics]:
   """The first step of an iteration: the particles' `s2` samples, re-rooted at after the step
@@ -199,6 +200,7 @@ def root_step(ctx: Context, state: SearchState, step: ModelStep, rng_keys: chex.
   return state.replace(root_step=record, successors=step), diagnostics
 
 
+@jax.named_scope("rerooting")
 def reroot(ctx: Context, state: SearchState,
            rng_keys: chex.Array) -> tuple[SearchState, chex.Array]:
   """The particles, at the root, move to their `s2` samples `state.successors` (aligned with
@@ -264,6 +266,7 @@ def second_greedification(ctx: Context,
   return inner.value.reshape(batch_size, num_groups), qvalues2, visits2
 
 
+@jax.named_scope("end_iteration")
 def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
                   elimination_key: chex.PRNGKey) -> SearchState:
   """Values the iteration's candidates, halves them and restarts the particles at the root."""
