@@ -3,8 +3,9 @@
 A discrete problem posed as a sampled one (the candidates are all `A` actions
 as integers, the model's policy is its prior logits, the sampler draws from
 them with the discrete engine's own categorical draw) must give
-bit-identical searches for SMC and SMCTS: same root assignment, same particle
-moves, same weights, same outputs. Any divergence between the two families'
+the same searches for SMC and SMCTS: same root assignment, same particle
+moves, same weights, same outputs (the actions bit for bit, the floats to
+rounding). Any divergence between the two families'
 code paths (a copied loop drifting, a key split differently, labels or
 candidates mixed up) breaks it.
 
@@ -68,10 +69,14 @@ def test_sampled_policy_with_all_actions_as_candidates_is_the_discrete_search(na
                                   action_sampler=sampler, **kwargs))(key)
   np.testing.assert_array_equal(got.action, want.action)
   np.testing.assert_array_equal(got.chosen_action, want.action)
-  np.testing.assert_array_equal(got.action_weights, want.action_weights)
-  np.testing.assert_array_equal(got.search_tree.children_values, want.search_tree.children_values)
-  np.testing.assert_array_equal(got.search_tree.node_values, want.search_tree.node_values)
-  np.testing.assert_array_equal(got.search_tree.extra_data.ess, want.search_tree.extra_data.ess)
+  # The two are different XLA programs, and a code generator may round a transcendental
+  # function differently in each (XLA:CPU's elemental emitter, which the test session uses:
+  # 9e-7 apart in the weights); a drifted code path differs in the first digits.
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  close(got.action_weights, want.action_weights)
+  close(got.search_tree.children_values, want.search_tree.children_values)
+  close(got.search_tree.node_values, want.search_tree.node_values)
+  close(got.search_tree.extra_data.ess, want.search_tree.extra_data.ess)
 
 
 @pytest.mark.slow  # about 20 s on 2 cores
