@@ -1,0 +1,130 @@
+# ruff: noqa: E501 (the HLO module below keeps XLA's one instruction per line)
+"""The kernel counting and phase attribution of `benchmarks/speed.py`, on hand-written HLO.
+
+`--mode kernels` and `--mode profile` read the optimised HLO text of a search: the
+loop with the largest body, its branches and nested loops, and each kernel's phase
+from the `jax.named_scope` in its `op_name`. The module below is written by hand so
+that the expected counts are known without XLA: a small loop (3 instructions) and
+the search loop, whose body holds a fusion of the model, a conditional with two
+branches (one of which runs a rolled random-number loop), a carry copy and a dot.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+pytest.importorskip(
+    "matplotlib",
+    reason="the benchmark draws with matplotlib (examples extra): pip install -e '.[examples]'")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+import speed  # noqa: E402
+
+OP = 'metadata={{op_name="jit(search)/while/body/closed_call/{}"}}'
+HLO = f"""HloModule jit_search
+
+%fused_model (param_0: f32[4]) -> f32[4] {{
+  %param_0 = f32[4]{{0}} parameter(0)
+  ROOT %exp.1 = f32[4]{{0}} exponential(%param_0), {OP.format("model/exp")}
+}}
+
+%small_body (p: (s32[], f32[4])) -> (s32[], f32[4]) {{
+  %p = (s32[], f32[4]{{0}}) parameter(0)
+  %gte.1 = s32[] get-tuple-element(%p), index=0
+  ROOT %t = (s32[], f32[4]{{0}}) tuple(%gte.1, %gte.1)
+}}
+
+%small_cond (p: (s32[], f32[4])) -> pred[] {{
+  %p = (s32[], f32[4]{{0}}) parameter(0)
+  ROOT %lt = pred[] constant(false)
+}}
+
+%threefry_body (p: (s32[], u32[4])) -> (s32[], u32[4]) {{
+  %p = (s32[], u32[4]{{0}}) parameter(0)
+  %add_fusion.1 = u32[4]{{0}} fusion(%p), kind=kLoop, calls=%fused_model, {OP.format("cond/branch_1_fun/resampling/jit(_uniform)/while/body/add")}
+  %xor_fusion.1 = u32[4]{{0}} fusion(%p), kind=kLoop, calls=%fused_model, {OP.format("cond/branch_1_fun/resampling/jit(_uniform)/while/body/xor")}
+  ROOT %t = (s32[], u32[4]{{0}}) tuple(%p, %add_fusion.1)
+}}
+
+%threefry_cond (p: (s32[], u32[4])) -> pred[] {{
+  %p = (s32[], u32[4]{{0}}) parameter(0)
+  ROOT %lt.2 = pred[] constant(false)
+}}
+
+%branch_inner (p: f32[4]) -> f32[4] {{
+  %p = f32[4]{{0}} parameter(0)
+  %w.3 = (s32[], u32[4]{{0}}) while(%p), condition=%threefry_cond, body=%threefry_body, {OP.format("cond/branch_1_fun/resampling/jit(_uniform)/while")}
+  %backup_fusion = f32[4]{{0}} fusion(%p), kind=kLoop, calls=%fused_model, {OP.format("cond/branch_1_fun/backup/add")}
+  ROOT %copy.9 = f32[4]{{0}} copy(%backup_fusion)
+}}
+
+%branch_root (p: f32[4]) -> f32[4] {{
+  %p = f32[4]{{0}} parameter(0)
+  ROOT %reroot_fusion = f32[4]{{0}} fusion(%p), kind=kLoop, calls=%fused_model, {OP.format("cond/branch_0_fun/rerooting/mul")}
+}}
+
+%search_body (p: (s32[], f32[4])) -> (s32[], f32[4]) {{
+  %p = (s32[], f32[4]{{0}}) parameter(0)
+  %gte.2 = f32[4]{{0}} get-tuple-element(%p), index=1
+  %model_fusion = f32[4]{{0}} fusion(%gte.2), kind=kLoop, calls=%fused_model, {OP.format("model/exp")}
+  %pick = pred[] constant(true)
+  %cond.1 = f32[4]{{0}} conditional(%pick, %model_fusion, %model_fusion), true_computation=%branch_root, false_computation=%branch_inner, {OP.format("cond")}
+  %dot.4 = f32[4]{{0}} dot(%cond.1, %cond.1), {OP.format("dot_general")}
+  %copy.1 = f32[4]{{0}} copy(%dot.4)
+  ROOT %t = (s32[], f32[4]{{0}}) tuple(%p, %copy.1)
+}}
+
+%search_cond (p: (s32[], f32[4])) -> pred[] {{
+  %p = (s32[], f32[4]{{0}}) parameter(0)
+  ROOT %lt.3 = pred[] constant(false)
+}}
+
+ENTRY %main (a: f32[4]) -> f32[4] {{
+  %a = f32[4]{{0}} parameter(0)
+  %w.1 = (s32[], f32[4]{{0}}) while(%a), condition=%small_cond, body=%small_body
+  %w.2 = (s32[], f32[4]{{0}}) while(%a), condition=%search_cond, body=%search_body
+  ROOT %gte.9 = f32[4]{{0}} get-tuple-element(%w.2), index=1
+}}
+"""
+
+
+def test_phase_of_reads_the_outermost_phase_scope_of_an_op_name():
+  assert speed.phase_of("jit(search)/while/body/cond/branch_1_fun/rerooting/jit(_gumbel)/log") \
+      == "rerooting"
+  assert speed.phase_of("jit(search)/while/body/end_iteration/model/exp") == "end_iteration"
+  assert speed.phase_of("jit(search)/while/body/closed_call/select_n") == "loop"
+  # A scope is a whole path component: `model_x` or `my_model` is not `model`.
+  assert speed.phase_of("jit(search)/my_model/model_x/add") == "loop"
+  assert speed.phase_of("") == "loop"
+
+
+def test_loop_kernels_counts_the_search_loop_with_its_branches_and_nested_loops():
+  counts = speed.loop_kernels(HLO)
+  # The search loop's body (not the 3-instruction one): fusion, conditional, dot, copy; the
+  # inner branch: while, fusion, copy; its rolled loop: 2 fusions; the root branch: 1 fusion.
+  # Parameters, tuples, get-tuple-elements and constants launch nothing.
+  assert counts["loop_fusion"] == 5
+  assert counts["loop_conditional"] == 1
+  assert counts["loop_while"] == 1
+  assert counts["loop_dot"] == 1
+  assert counts["loop_copy"] == 2
+  assert counts["loop_kernels"] == 10
+  # Phases count the computing kernels only (no loops, branches or copies).
+  assert counts["phase_model"] == 1
+  assert counts["phase_resampling"] == 2
+  assert counts["phase_backup"] == 1
+  assert counts["phase_rerooting"] == 1
+  assert counts["phase_loop"] == 1  # the dot, outside every phase
+  assert sum(counts[f"phase_{p}"] for p in speed.PHASES) == 6
+
+
+def test_instruction_table_maps_every_instruction_to_its_opcode_and_op_name():
+  table = speed.instruction_table(HLO)
+  assert table["model_fusion"] == ("fusion", "jit(search)/while/body/closed_call/model/exp")
+  assert table["w.3"][0] == "while"
+  assert table["add_fusion.1"] == (
+      "fusion", "jit(search)/while/body/closed_call/cond/branch_1_fun/resampling/jit(_uniform)"
+      "/while/body/add")
+  assert table["p"][0] == "parameter"
