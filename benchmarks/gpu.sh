@@ -10,6 +10,7 @@
 #   WHEEL_PYTHON=3.11 WHEELS_DIR=/tmp/w bash benchmarks/gpu.sh --fetch-wheels  # then, with
 #   WHEELS_DIR=/tmp/w SIZE=tiny ..., the dry run installs from wheels too (this CPU's Python)
 #   PARTS="tests speed" bash benchmarks/gpu.sh OUT   # a subset; "tests" runs the default tests
+#   PARTS="profile tests" bash benchmarks/gpu.sh OUT # the per-phase profile (issue 24) and tests
 #
 # Such a machine has jax, chex, flax, optax, matplotlib and pytest but not mctx, pgx, jumanji
 # or their own needs. Where `.whl/` exists beside this checkout's root, its wheels are
@@ -21,7 +22,8 @@
 # returned (exit code 124: the part ran out of time, its output so far is kept); `status.txt`
 # lists every part with its exit code and seconds, `environment.txt` the device and versions.
 # Parts and limits (s): speed 90, quality 180, snake 200 (trains the `early` network first
-# unless benchmarks/results/snake_search/networks is carried): 470 s in all; tests 240.
+# unless benchmarks/results/snake_search/networks is carried): 470 s in all; tests 240,
+# profile 120 (not in the default parts: `speed.py --mode profile`, kernel time by phase).
 set -u
 cd "$(dirname "$0")/.."
 WHEELS=(mctx==0.0.71 pgx==2.6.0 svgwrite==1.4.3 jumanji==1.1.2 dm-env==1.6 dm-tree==0.1.10
@@ -57,11 +59,13 @@ if [ "$SIZE" = "tiny" ]; then
   SPEED=(--mode latency --latency-steps 4 --latency-widths 4 --max-call-seconds 10)
   QUALITY=(--mode tiny)
   SNAKE=(--episodes 8 --budgets "" --calls 4 --widths 4,8 --time-budgets 8)
+  PROFILE=(--mode profile --algorithms tsmcts --models tabular)
 else
   TESTS=(-q -x -n 8)
   SPEED=(--mode latency)
   QUALITY=(--mode quick --budgets 64,256 --calls 16,64,256 --widths 16,64,256)
   SNAKE=(--episodes 256 --budgets "" --calls 16,64,256 --widths 16,64,256 --time-budgets 64)
+  PROFILE=(--mode profile)
 fi
 
 : > "$OUT/status.txt"
@@ -86,5 +90,6 @@ part speed 90 "$PYTHON" benchmarks/speed.py "${SPEED[@]}" --out "$OUT/speed"
 part quality 180 "$PYTHON" benchmarks/quality.py "${QUALITY[@]}" --out "$OUT/quality"
 part snake 200 "$PYTHON" benchmarks/snake_search.py "${SNAKE[@]}" --only-networks early \
   --out "$OUT/snake"
+part profile 120 "$PYTHON" benchmarks/speed.py "${PROFILE[@]}" --out "$OUT/speed"
 part tests 240 "$PYTHON" -m pytest "${TESTS[@]}"
 cat "$OUT/status.txt"

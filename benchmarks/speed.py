@@ -473,9 +473,11 @@ def instruction_table(hlo_text: str) -> dict[str, tuple[str, str]]:
 def phase_seconds(compiled, args, repeats: int) -> dict:
   """Seconds per call spent in each phase's kernels, from a `jax.profiler` trace.
 
-  Every kernel event of the trace is matched by name to its HLO instruction; loops,
-  branches and calls are skipped (their kernels are counted themselves), so each phase gets
-  the time of the kernels it launched, summed over threads. Returns `time_<phase>` for
+  Every kernel event of the trace is matched to its HLO instruction (by the event's
+  `hlo_op` statistic, else its name); loops, branches and calls are skipped (their
+  kernels are counted themselves), so each phase gets the time of the kernels it
+  launched, summed over threads or streams. On a GPU or TPU only the device's events
+  count (the host's launch events carry the same names). Returns `time_<phase>` for
   `PHASES` and `time_kernels`, their total.
   """
   table = instruction_table(compiled.as_text())
@@ -485,11 +487,15 @@ def phase_seconds(compiled, args, repeats: int) -> dict:
         jax.block_until_ready(compiled(*args))
     [path] = glob.glob(f"{folder}/**/*.xplane.pb", recursive=True)
     profile = jax.profiler.ProfileData.from_file(path)
+  planes = list(profile.planes)
+  device = [p for p in planes if p.name.startswith(("/device:GPU", "/device:TPU"))]
   totals = dict.fromkeys(PHASES, 0.0)
-  for plane in profile.planes:
+  for plane in device or planes:
     for line in plane.lines:
       for event in line.events:
-        opcode, op_name = table.get(event.name, ("", ""))
+        stats = dict(event.stats)
+        name = stats.get("hlo_op", event.name)
+        opcode, op_name = table.get(name, ("", ""))
         if opcode and opcode not in ("while", "conditional", "call"):
           totals[phase_of(op_name)] += event.duration_ns * 1e-9 / repeats
   return dict({f"time_{p}": t for p, t in totals.items()}, time_kernels=sum(totals.values()))
