@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 import smctx
+from smctx._src import sequential_halving
+from smctx._src import warm_start as warm_start_lib
 from tests.test_exact_values import bandit_model, bandit_root, two_step_model
 
 R1 = np.array([0.0, 0.3, 0.1, 0.2], np.float32)
@@ -41,10 +43,17 @@ def outputs_equal(a, b) -> bool:
   return all(bool(jnp.all(x == y)) for x, y in pairs)
 
 
-def test_next_root_holds_the_chosen_actions_successor_values(two_step_search):
+def test_next_root_holds_the_chosen_actions_successor_values():
   """After choosing `a`, the search reports `Q(s2, b) = r2[a, b]` (the episode ends after `b`)
-  for the second actions it tried, and the winner's particles behind them."""
-  out = two_step_search(jax.random.PRNGKey(0), two_step_root(), None)
+  for the second actions it tried, and the winner's particles behind them.
+
+  Seven particles split 4 + 3 over the last two candidates, so the winner's count tells its
+  group from the other; 16 roots, so that some winners were ranked second when the last
+  iteration began (the winner's group is then not the first)."""
+  recurrent_fn = two_step_model(R1, V2, np.zeros((4, 4)), R2)
+  out = jax.jit(lambda key: smctx.tsmcts_policy(
+      None, key, two_step_root(16), recurrent_fn, num_simulations=56, num_particles=7))(
+          jax.random.PRNGKey(0))
   next_root = out.search_tree.extra_data.next_root
   action = np.asarray(out.action)
   np.testing.assert_array_equal(np.asarray(next_root.action), action)
@@ -52,8 +61,11 @@ def test_next_root_holds_the_chosen_actions_successor_values(two_step_search):
   assert np.all(weights.sum(-1) > 0), weights
   tried = weights > 0
   np.testing.assert_allclose(qvalues[tried], R2[action][tried], atol=1e-6)
-  # N = 64 // 8 = 8 particles; the last iteration splits them over two candidates.
-  np.testing.assert_allclose(weights.sum(-1), 4.0, atol=1e-5)
+  # The winner's particles in the last iteration: 4 or 3 of the 7, as the search counted them.
+  last = np.asarray(out.search_tree.extra_data.particles_per_action)[:, -1]
+  winners = last[np.arange(16), action]
+  np.testing.assert_allclose(weights.sum(-1), winners, atol=1e-5)
+  assert set(winners.tolist()) == {3.0, 4.0}, winners
 
 
 def test_warm_start_keeps_only_rows_whose_agent_took_the_searched_action(two_step_search):
@@ -130,3 +142,29 @@ def test_warm_start_of_the_wrong_shape_is_refused():
   with pytest.raises(ValueError, match="warm_start"):
     smctx.tsmcts_policy(None, jax.random.PRNGKey(0), two_step_root(2), recurrent_fn,
                         num_simulations=16, warm_start=(1, 2))
+  zeros = smctx.WarmStart.zeros(2, 4)
+  for name, bad in [("action", zeros.replace(action=jnp.zeros((3,), jnp.int32))),
+                    ("weights", zeros.replace(weights=jnp.ones((2, 1))))]:  # would broadcast
+    with pytest.raises(ValueError, match=f"warm_start.{name}"):
+      smctx.tsmcts_policy(None, jax.random.PRNGKey(0), two_step_root(2), recurrent_fn,
+                          num_simulations=16, warm_start=bad)
+
+
+def test_an_unusable_warm_estimate_is_ignored():
+  """A NaN estimate, an estimate with no weight, or one of an invalid action leave the search
+  as it is from nothing, bit for bit; `seed_halving` gives them no weight."""
+  recurrent_fn = bandit_model(np.array([[0.1, 0.5, 0.3, 0.2]], np.float32))
+  root = bandit_root(np.zeros((1, 4)), np.zeros(1))
+  invalid = jnp.array([[False, False, False, True]])
+  search = lambda warm: smctx.tsmcts_policy(None, jax.random.PRNGKey(0), root, recurrent_fn,
+                                            num_simulations=32, num_particles=8,
+                                            invalid_actions=invalid, warm_start=warm)
+  warm = smctx.WarmStart(action=jnp.zeros((1,), jnp.int32),
+                         qvalues=jnp.array([[jnp.nan, jnp.nan, 0.7, 0.9]]),
+                         weights=jnp.array([[1.0, 0.0, 0.0, 5.0]]))
+  cold = search(None)
+  assert outputs_equal(search(warm), cold)
+  halving = sequential_halving.HalvingState.start(~invalid, 2)
+  seeded = warm_start_lib.seed_halving(halving, warm, invalid)
+  np.testing.assert_array_equal(np.asarray(seeded.weights), 0.0)
+  np.testing.assert_array_equal(np.asarray(seeded.qvalues), 0.0)
