@@ -368,18 +368,29 @@ def _op_name(line: str) -> str:
   return found.group(1) if found else ""
 
 
-def _computations(hlo_text: str) -> dict[str, list[str]]:
-  """Computation name -> the opcodes of its instructions (optimised HLO text)."""
-  computations, current = {}, None
+# Loops, branches and calls: their kernels are counted in the computations they run.
+_CONTAINERS = ("while", "conditional", "call")
+
+
+def _instructions(hlo_text: str):
+  """`(computation, name, opcode, line)` of every instruction of optimised HLO text."""
+  current = None
   for line in hlo_text.splitlines():
     line = re.sub(r"/\*.*?\*/", "", line)  # `/*index=5*/` in long tuple shapes
     header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
     if header and not line.startswith(" "):
-      current = computations.setdefault(header.group(1), [])
+      current = header.group(1)
       continue
-    op = re.match(r"^\s+(?:ROOT )?%?[\w.\-]+ = [^=]*? ([a-z][\w\-]*)\(", line)
-    if current is not None and op:
-      current.append((op.group(1), line))
+    found = re.match(r"^\s+(?:ROOT )?%?([\w.\-]+) = [^=]*? ([a-z][\w\-]*)\(", line)
+    if current is not None and found:
+      yield current, found.group(1), found.group(2), line
+
+
+def _computations(hlo_text: str) -> dict[str, list[tuple[str, str]]]:
+  """Computation name -> the `(opcode, line)` of its instructions (optimised HLO text)."""
+  computations: dict[str, list[tuple[str, str]]] = {}
+  for computation, _, opcode, line in _instructions(hlo_text):
+    computations.setdefault(computation, []).append((opcode, line))
   return computations
 
 
@@ -418,7 +429,7 @@ def loop_kernels(hlo_text: str) -> dict:
       kind = op if op in KERNEL_KINDS else "other"
       counts[f"loop_{kind.replace('-', '_')}"] += 1
       counts["loop_kernels"] += 1
-      if op not in ("while", "conditional", "call", "copy"):
+      if op not in _CONTAINERS + ("copy",):
         counts[f"phase_{phase_of(_op_name(line))}"] += 1
       if op == "while":
         for sub in called(line, "body") + called(line, "condition"):
@@ -435,39 +446,46 @@ def loop_kernels(hlo_text: str) -> dict:
   return counts
 
 
-def kernel_rows(models, algorithms, configs=KERNEL_CONFIGS) -> list[dict]:
-  """`--mode kernels`: each algorithm compiled at each configuration, its loop body's
-  kernels counted (`loop_kernels`) and printed; nothing is run."""
-  rows = []
+def compiled_searches(models, algorithms, configs):
+  """Each algorithm compiled at each `(model, batch, budget, N)` configuration: yields the
+  row's identifying columns, the compiled search, its arguments and its compile seconds."""
   built = {name: MODELS[name]() for name in models}
   for model, batch, budget, n in configs:
     if model not in built:
       continue
     params, root_fn, recurrent_fn = built[model]
-    root = root_fn(params, batch)
+    args = (params, jax.random.PRNGKey(0), root_fn(params, batch))
     for algorithm in algorithms:
+      width = None if algorithm == "mctx" else n
       compiled, compile_s, _ = compile_program(
-          search_program(algorithm, recurrent_fn, budget, None if algorithm == "mctx" else n),
-          params, jax.random.PRNGKey(0), root)
+          search_program(algorithm, recurrent_fn, budget, width), *args)
       row = dict(model=model, algorithm=algorithm, batch=batch, budget=budget,
-                 num_particles="" if algorithm == "mctx" else n, compile_s=round(compile_s, 2),
-                 **loop_kernels(compiled.as_text()))
-      rows.append(row)
-      kinds = " ".join(f"{k[5:]}={v}" for k, v in row.items()
-                       if k.startswith("loop_") and k != "loop_kernels" and v)
-      print(f"{model:>7s} {algorithm:>6s} B={batch:<3d} budget={budget} N={n}: "
-            f"{row.get('loop_kernels', 0):4d} kernels per step ({kinds})", flush=True)
+                 num_particles="" if width is None else width)
+      yield row, compiled, args, compile_s
+
+
+def _describe(row: dict) -> str:
+  return (f"{row['model']:>7s} {row['algorithm']:>6s} B={row['batch']:<3d} "
+          f"budget={row['budget']} N={row['num_particles']}:")
+
+
+def kernel_rows(models, algorithms, configs=KERNEL_CONFIGS) -> list[dict]:
+  """`--mode kernels`: each algorithm compiled at each configuration, its loop body's
+  kernels counted (`loop_kernels`) and printed; nothing is run."""
+  rows = []
+  for row, compiled, _, compile_s in compiled_searches(models, algorithms, configs):
+    row.update(compile_s=round(compile_s, 2), **loop_kernels(compiled.as_text()))
+    rows.append(row)
+    kinds = " ".join(f"{k[5:]}={v}" for k, v in row.items()
+                     if k.startswith("loop_") and k != "loop_kernels" and v)
+    print(f"{_describe(row)} {row.get('loop_kernels', 0):4d} kernels per step ({kinds})",
+          flush=True)
   return rows
 
 
 def instruction_table(hlo_text: str) -> dict[str, tuple[str, str]]:
   """HLO instruction name -> `(opcode, op_name)`, over every computation of a module."""
-  table = {}
-  for line in hlo_text.splitlines():
-    found = re.match(r"^\s+(?:ROOT )?%?([\w.\-]+) = [^=]*? ([a-z][\w\-]*)\(", line)
-    if found:
-      table[found.group(1)] = (found.group(2), _op_name(line))
-  return table
+  return {name: (opcode, _op_name(line)) for _, name, opcode, line in _instructions(hlo_text)}
 
 
 def phase_seconds(compiled, args, repeats: int) -> dict:
@@ -496,7 +514,7 @@ def phase_seconds(compiled, args, repeats: int) -> dict:
         stats = dict(event.stats)
         name = stats.get("hlo_op", event.name)
         opcode, op_name = table.get(name, ("", ""))
-        if opcode and opcode not in ("while", "conditional", "call"):
+        if opcode and opcode not in _CONTAINERS:
           totals[phase_of(op_name)] += event.duration_ns * 1e-9 / repeats
   return dict({f"time_{p}": t for p, t in totals.items()}, time_kernels=sum(totals.values()))
 
@@ -505,29 +523,17 @@ def profile_rows(models, algorithms, configs=PROFILE_CONFIGS, repeats: int = 20)
   """`--mode profile`: each search at each configuration, timed (median of calls) and
   traced; its kernels' time by phase of the step (`phase_seconds`) and kernel counts."""
   rows = []
-  built = {name: MODELS[name]() for name in models}
-  for model, batch, budget, n in configs:
-    if model not in built:
-      continue
-    params, root_fn, recurrent_fn = built[model]
-    root = root_fn(params, batch)
-    args = (params, jax.random.PRNGKey(0), root)
-    for algorithm in algorithms:
-      compiled, _, _ = compile_program(
-          search_program(algorithm, recurrent_fn, budget, None if algorithm == "mctx" else n),
-          *args)
-      jax.block_until_ready(compiled(*args))
-      [timed] = time_calls([(compiled, args)], min_repeats=repeats, max_repeats=repeats,
-                           target_seconds=0.0)
-      row = dict(model=model, algorithm=algorithm, batch=batch, budget=budget,
-                 num_particles="" if algorithm == "mctx" else n, time_median_s=timed["median"],
-                 **phase_seconds(compiled, args, repeats), **loop_kernels(compiled.as_text()))
-      rows.append(row)
-      phases = " ".join(f"{p}={row[f'time_{p}'] * 1e3:.2f}" for p in PHASES
-                        if row[f"time_{p}"] > 0)
-      print(f"{model:>7s} {algorithm:>6s} B={batch:<3d} budget={budget} N={n}: "
-            f"{timed['median'] * 1e3:.2f} ms a search, kernels {row['time_kernels'] * 1e3:.2f} ms"
-            f" ({phases})", flush=True)
+  for row, compiled, args, _ in compiled_searches(models, algorithms, configs):
+    jax.block_until_ready(compiled(*args))
+    [timed] = time_calls([(compiled, args)], min_repeats=repeats, max_repeats=repeats,
+                         target_seconds=0.0)
+    row.update(time_median_s=timed["median"], **phase_seconds(compiled, args, repeats),
+               **loop_kernels(compiled.as_text()))
+    rows.append(row)
+    phases = " ".join(f"{p}={row[f'time_{p}'] * 1e3:.2f}" for p in PHASES
+                      if row[f"time_{p}"] > 0)
+    print(f"{_describe(row)} {timed['median'] * 1e3:.2f} ms a search, kernels "
+          f"{row['time_kernels'] * 1e3:.2f} ms ({phases})", flush=True)
   return rows
 
 

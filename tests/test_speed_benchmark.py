@@ -6,7 +6,8 @@ loop with the largest body, its branches and nested loops, and each kernel's pha
 from the `jax.named_scope` in its `op_name`. The module below is written by hand so
 that the expected counts are known without XLA: a small loop (3 instructions) and
 the search loop, whose body holds a fusion of the model, a conditional with two
-branches (one of which runs a rolled random-number loop), a carry copy and a dot.
+branches (one of which runs a rolled random-number loop), a carry copy, a dot and a
+multi-output fusion whose tuple shape carries XLA's `/*index=5*/` comment.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ HLO = f"""HloModule jit_search
   %pick = pred[] constant(true)
   %cond.1 = f32[4]{{0}} conditional(%pick, %model_fusion, %model_fusion), true_computation=%branch_root, false_computation=%branch_inner, {OP.format("cond")}
   %dot.4 = f32[4]{{0}} dot(%cond.1, %cond.1), {OP.format("dot_general")}
+  %multi_fusion = (f32[4]{{0}}, f32[4]{{0}}, f32[4]{{0}}, f32[4]{{0}}, f32[4]{{0}}, /*index=5*/f32[4]{{0}}) fusion(%dot.4), kind=kLoop, calls=%fused_model, {OP.format("weighting/add")}
   %copy.1 = f32[4]{{0}} copy(%dot.4)
   ROOT %t = (s32[], f32[4]{{0}}) tuple(%p, %copy.1)
 }}
@@ -102,22 +104,23 @@ def test_phase_of_reads_the_outermost_phase_scope_of_an_op_name():
 
 def test_loop_kernels_counts_the_search_loop_with_its_branches_and_nested_loops():
   counts = speed.loop_kernels(HLO)
-  # The search loop's body (not the 3-instruction one): fusion, conditional, dot, copy; the
-  # inner branch: while, fusion, copy; its rolled loop: 2 fusions; the root branch: 1 fusion.
-  # Parameters, tuples, get-tuple-elements and constants launch nothing.
-  assert counts["loop_fusion"] == 5
+  # The search loop's body (not the 3-instruction one): 2 fusions, conditional, dot, copy;
+  # the inner branch: while, fusion, copy; its rolled loop: 2 fusions; the root branch: 1
+  # fusion. Parameters, tuples, get-tuple-elements and constants launch nothing.
+  assert counts["loop_fusion"] == 6
   assert counts["loop_conditional"] == 1
   assert counts["loop_while"] == 1
   assert counts["loop_dot"] == 1
   assert counts["loop_copy"] == 2
-  assert counts["loop_kernels"] == 10
+  assert counts["loop_kernels"] == 11
   # Phases count the computing kernels only (no loops, branches or copies).
   assert counts["phase_model"] == 1
+  assert counts["phase_weighting"] == 1
   assert counts["phase_resampling"] == 2
   assert counts["phase_backup"] == 1
   assert counts["phase_rerooting"] == 1
   assert counts["phase_loop"] == 1  # the dot, outside every phase
-  assert sum(counts[f"phase_{p}"] for p in speed.PHASES) == 6
+  assert sum(counts[f"phase_{p}"] for p in speed.PHASES) == 7
 
 
 def test_instruction_table_maps_every_instruction_to_its_opcode_and_op_name():
@@ -128,3 +131,4 @@ def test_instruction_table_maps_every_instruction_to_its_opcode_and_op_name():
       "fusion", "jit(search)/while/body/closed_call/cond/branch_1_fun/resampling/jit(_uniform)"
       "/while/body/add")
   assert table["p"][0] == "parameter"
+  assert table["multi_fusion"] == ("fusion", "jit(search)/while/body/closed_call/weighting/add")
