@@ -154,6 +154,21 @@ def test_larger_budgets_buy_depth_as_well_as_width(num_simulations, num_actions,
   assert (layout.num_particles, layout.depths) == (width, depths)
 
 
+@pytest.mark.parametrize("num_simulations,num_actions,max_depth,width,depth", [
+    # Exactly 90% is enough: 3 particles x 3 steps spend 9 of 10 and are the deepest
+    # layout that does, so not 5 x 2 (all 10).
+    (10, 3, None, 3, 3),
+    # The same with max_depth=6: 6 x 6 spend 36 of 40, so not 8 x 5 (all 40).
+    (40, 4, 6, 6, 6),
+    # max_depth caps the steps a width spends: 2 x min(16 // 2, 6) = 12 of 16 is too little,
+    # 3 x min(16 // 3, 6) = 15 is enough (counted without the cap, 2 x 8 would have won).
+    (16, 2, 6, 3, 5),
+])
+def test_smc_default_width_by_hand(num_simulations, num_actions, max_depth, width, depth):
+  layout = smc_default(num_simulations, num_actions, max_depth)
+  assert (layout.num_particles, layout.depths) == (width, (depth,))
+
+
 def test_explicit_width_is_honoured():
   """Only the default width moves: an explicit one stays as asked."""
   assert budget.smc_layout(127, 64, 64, None, True).num_particles == 64

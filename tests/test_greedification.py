@@ -154,3 +154,37 @@ def test_greedify_applies_the_users_qtransform_to_the_root_statistics():
   np.testing.assert_allclose(out.transformed, VISITS, rtol=0)
   np.testing.assert_allclose(out.policy, _softmax(np.where(INVALID, -np.inf, LOGITS + VISITS)),
                              rtol=1e-5, atol=1e-7)
+
+
+def test_greedify_policy_of_a_row_with_no_valid_action_is_zero():
+  # Every logit of row 2 at the minimum logit: the softmax is uniform there, but no action is
+  # valid, so I(π, Q) is zero on the whole row and its value Σ_a I(π, Q)(a)·Q̃(a) is 0.
+  invalid = INVALID.copy()
+  invalid[2] = True
+  visits = np.where(invalid, 0, VISITS)
+  out = _greedify(visits=visits, invalid=invalid)
+  np.testing.assert_array_equal(np.asarray(out.policy)[2], 0.0)
+  assert float(out.value[2]) == 0.0
+  # The other rows are as before.
+  _, _, policy, value = _reference(LOGITS[:2], RAW_VALUE[:2], QVALUES[:2], visits[:2],
+                                   invalid[:2])
+  np.testing.assert_allclose(np.asarray(out.policy)[:2], policy, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(np.asarray(out.value)[:2], value, rtol=1e-5)
+
+
+def test_greedify_gives_the_qtransform_the_mixed_value_as_the_roots_value():
+  # mctx's qtransform_by_parent_and_siblings rescales Q by the min and max over the root's
+  # node value and its visited Q-values. The root's value it reads is the mixed value: in row 1
+  # (0.085 by Appendix D) it lies between the visited Q-values 0.25 and -0.75, so σ(4) = 0,
+  # where the raw value -1.0 would have widened the range (σ(4) = 0.25 / 1.25 = 0.2).
+  prior = _softmax(np.where(INVALID, -np.inf, LOGITS))
+  node_value = _mixed_value(RAW_VALUE, QVALUES, VISITS, prior)
+  visited = VISITS > 0
+  safe = np.where(visited, QVALUES, node_value[:, None])
+  low = np.minimum(node_value, safe.min(-1))[:, None]
+  high = np.maximum(node_value, safe.max(-1))[:, None]
+  sigma = (np.where(visited, QVALUES, low) - low) / np.maximum(high - low, 1e-8)
+  out = _greedify(qtransform=mctx.qtransform_by_parent_and_siblings)
+  np.testing.assert_allclose(out.transformed, sigma, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out.policy, _softmax(np.where(INVALID, -np.inf, LOGITS + sigma)),
+                             rtol=1e-5, atol=1e-7)
