@@ -107,6 +107,19 @@ def test_mixed_value_matches_appendix_d():
   np.testing.assert_allclose(got, _mixed_value(RAW_VALUE, QVALUES, VISITS, prior), rtol=1e-5)
 
 
+def test_mixed_value_when_the_visited_actions_have_almost_no_prior_mass():
+  # The visited actions' priors (e^-80 ≈ 1.8e-35 each) still weigh their Q-values, as mctx's
+  # `_compute_mixed_value` does: the mean of 0.5 and 0.7, not a value collapsed towards 0.
+  logits = np.array([[0.0, -80.0, -80.0]])
+  qvalues = np.array([[0.0, 0.5, 0.7]])
+  visits = np.array([[0.0, 3.0, 3.0]])
+  got = greedification.mixed_value(jnp.asarray([0.1], jnp.float32),
+                                   jnp.asarray(qvalues, jnp.float32),
+                                   jnp.asarray(visits, jnp.float32),
+                                   jax.nn.softmax(jnp.asarray(logits, jnp.float32)))
+  np.testing.assert_allclose(got, [(0.1 + 6 * 0.6) / 7], rtol=1e-5)
+
+
 def test_mixed_value_without_visits_is_the_raw_value():
   got = greedification.mixed_value(jnp.asarray(RAW_VALUE, jnp.float32),
                                    jnp.asarray(QVALUES, jnp.float32), jnp.zeros((3, 5)),

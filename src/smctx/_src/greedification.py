@@ -37,8 +37,11 @@ def mixed_value(raw_value: chex.Array, qvalues: chex.Array, visits: chex.Array,
   visited = visits > 0
   prior_probs = jnp.maximum(prior_probs, jnp.finfo(prior_probs.dtype).tiny)
   sum_probs = jnp.sum(jnp.where(visited, prior_probs, 0.0), axis=-1, keepdims=True)
+  # As mctx: the visited actions' own prior mass normalises, however small (each prior is at
+  # least `tiny`); only a row with no visited action divides by 1 (all its terms are masked).
   weighted_q = jnp.sum(
-      jnp.where(visited, prior_probs * qvalues / jnp.maximum(sum_probs, 1e-30), 0.0), axis=-1)
+      jnp.where(visited, prior_probs * qvalues / jnp.where(sum_probs > 0, sum_probs, 1.0), 0.0),
+      axis=-1)
   total = jnp.sum(visits, axis=-1)
   return (raw_value + total * weighted_q) / (total + 1)
 
