@@ -2,9 +2,11 @@
 
 import jax
 import jax.numpy as jnp
+import mctx
 import numpy as np
 import pytest
 
+from smctx._src import actions
 from smctx._src import backpropagation
 from smctx._src import particles as particles_lib
 from smctx._src import sequential_halving
@@ -26,15 +28,38 @@ def test_resampling_never_crosses_groups(method, scale):
         jax.random.PRNGKey(seed), log_weight, group, 4, method))
     g = np.asarray(group)
     assert np.all(np.take_along_axis(g, anc, axis=1) == g)
+    # Non-decreasing (documented): a run of equal labels stays one run, as TSMCTS's slots need.
+    assert np.all(np.diff(anc, axis=1) >= 0)
 
 
-def test_systematic_resampling_copies_floor_or_ceil_of_expected():
+@pytest.mark.parametrize("method", ["systematic", "multinomial"])
+def test_resampling_keeps_round_off_at_a_group_end_inside_the_group(method, monkeypatch):
+  # With the largest uniform below 1 that float32 holds, a group's last position rounds to
+  # the group's upper end, rank + 1, while its cumulative weights can end just below it in
+  # float32 (0.99999994 or 0.9999999 for the first group of five of these roots): the search
+  # then lands on the next group's first particle, which the clip to the group must undo.
+  top = np.float32(1.0 - 2.0**-24)
+  monkeypatch.setattr(jax.random, "uniform", lambda key, shape, *a, **k: jnp.full(shape, top))
+  rng = np.random.default_rng(0)
+  # 8 roots of 12 particles in 3 groups of random sizes, log-weights of random spreads.
+  group = np.stack([np.repeat(np.arange(3), 1 + rng.multinomial(9, [1 / 3] * 3))
+                    for _ in range(8)])
+  log_weight = rng.normal(size=group.shape) * rng.choice([0.1, 1.0, 5.0], size=(8, 1))
+  anc = np.asarray(particles_lib.resampling_ancestors(
+      jax.random.PRNGKey(0), jnp.asarray(log_weight, jnp.float32),
+      jnp.asarray(group, jnp.int32), 3, method))
+  np.testing.assert_array_equal(np.take_along_axis(group, anc, axis=1), group)
+
+
+# Log-weights far from 0 (e^1000 overflows float32, e^-1000 underflows) must normalise as well.
+@pytest.mark.parametrize("offset", [0.0, 1000.0, -1000.0])
+def test_systematic_resampling_copies_floor_or_ceil_of_expected(offset):
   # Systematic resampling gives particle i either floor(N_g·w_i) or ceil(N_g·w_i) copies.
   rng = np.random.default_rng(1)
   sizes = [6, 10]
   group = jnp.asarray(_groups(sizes)[None], jnp.int32)
-  lw = rng.normal(size=(1, 16))
-  w = np.exp(lw[0])
+  lw = (rng.normal(size=(1, 16)) + offset).astype(np.float32)
+  w = np.exp(lw[0].astype(np.float64) - offset)
   expected = np.empty(16)
   start = 0
   for size in sizes:
@@ -59,13 +84,16 @@ def test_multinomial_resampling_frequencies_match_weights():
   np.testing.assert_allclose(freq, [0.1, 0.2, 0.7], atol=0.02)
 
 
-def test_group_ess_matches_formula():
-  lw = np.log(np.array([[1.0, 1.0, 2.0, 4.0, 3.0]]))
+# e^±1000 is out of float32's range; groups 1000 apart must each normalise by their own maximum.
+@pytest.mark.parametrize("offsets", [(0.0, 0.0), (1000.0, 1000.0), (-1000.0, -1000.0),
+                                     (0.0, -1000.0)])
+def test_group_ess_matches_formula(offsets):
   group = np.array([[0, 0, 1, 1, 1]])
+  lw = np.log(np.array([[1.0, 1.0, 2.0, 4.0, 3.0]])) + np.asarray(offsets)[group]
   ess, size = particles_lib.group_ess(jnp.asarray(lw, jnp.float32), jnp.asarray(group), 2)
   w1, w2 = np.array([1.0, 1.0]), np.array([2.0, 4.0, 3.0])
   np.testing.assert_allclose(np.asarray(ess)[0], [w1.sum()**2 / (w1**2).sum(),
-                                                 w2.sum()**2 / (w2**2).sum()], rtol=1e-5)
+                                                 w2.sum()**2 / (w2**2).sum()], rtol=1e-4)
   np.testing.assert_array_equal(np.asarray(size)[0], [2, 3])
 
 
@@ -198,3 +226,51 @@ def test_sample_actions_matches_the_softmax_and_never_draws_zero_probability_act
   expected /= expected.sum(-1, keepdims=True)
   np.testing.assert_allclose(freq, expected, atol=0.005)
   assert freq[0, [0, 3, 6]].sum() == 0 and freq[1, 3] == 1.0
+
+
+@pytest.mark.parametrize("offset", [1000.0, -1000.0])  # e^±1000 is out of float32's range
+def test_sample_actions_draws_from_the_softmax_of_logits_far_from_zero(offset):
+  # A sampler may be given a model's raw logits (`action_sampler=sample_actions`): only
+  # their differences count. Expected softmax([0, log 3]) = [1/4, 3/4].
+  logits = jnp.asarray([[[offset, offset + np.log(3.0)]]], jnp.float32)
+  draws = np.asarray(particles_lib.sample_actions(jax.random.PRNGKey(0),
+                                                  jnp.broadcast_to(logits, (1, 20_000, 2))))
+  np.testing.assert_allclose(np.bincount(draws.ravel(), minlength=2) / draws.size,
+                             [0.25, 0.75], atol=0.02)
+
+
+def _mutate_with_logits(logits_of):
+  """`particles.mutate` of 2 roots x 3 particles whose model returns `logits_of(action)`."""
+  def recurrent_fn(params, rng_key, action, embedding):
+    del params, rng_key
+    ones = jnp.ones(action.shape, jnp.float32)
+    output = mctx.RecurrentFnOutput(reward=ones, discount=ones, prior_logits=logits_of(action),
+                                    value=ones)
+    return output, embedding
+  model = actions.DiscreteActions(recurrent_fn=recurrent_fn, num_actions=3)
+  action = jnp.asarray([[2, 0, 2], [0, 0, 1]], jnp.int32)
+  return particles_lib.mutate(None, jax.random.PRNGKey(0), model, action, jnp.zeros((2, 3, 1)))
+
+
+def test_mutate_gives_nan_logits_no_prior_mass_and_counts_their_particles():
+  # Particles taking action 2 get one NaN logit (action 1's): that action has prior 0, the
+  # others keep their softmax, and each such particle counts as a non-finite model output
+  # although its reward, discount and value are finite.
+  step = _mutate_with_logits(lambda a: jnp.where(
+      (a == 2)[:, None], jnp.asarray([0.0, jnp.nan, 1.0]), jnp.asarray([0.0, 0.5, 1.0])))
+  np.testing.assert_array_equal(np.asarray(step.nonfinite), [2, 0])
+  prior = np.asarray(jax.nn.softmax(step.policy))
+  with_nan = np.array([1.0, 0.0, np.e]) / (1.0 + np.e)
+  clean = np.exp([0.0, 0.5, 1.0]) / np.exp([0.0, 0.5, 1.0]).sum()
+  np.testing.assert_allclose(prior[0], [with_nan, clean, with_nan], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(prior[1], [clean] * 3, rtol=1e-6)
+
+
+def test_mutate_max_subtracts_half_precision_logits_in_float32():
+  # bfloat16 logits 3 and -3/256 differ by 3 + 3/256, which bfloat16 (8 significant bits)
+  # rounds to 3.015625; the policy is float32 and exact.
+  step = _mutate_with_logits(lambda a: jnp.broadcast_to(
+      jnp.asarray([3.0, -3.0 / 256, 1.0], jnp.bfloat16), a.shape + (3,)))
+  assert step.policy.dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(step.policy),
+                                np.broadcast_to([0.0, -3.0 - 3.0 / 256, -2.0], (2, 3, 3)))

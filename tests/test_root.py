@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import mctx
 import numpy as np
 
+from smctx._src import actions
 from smctx._src import root as root_lib
 from smctx._src import summary_tree
 
@@ -126,6 +127,38 @@ def test_prepare_gumbel_noise_is_standard_gumbel_times_the_scale():
 
 
 # --------------------------------------------------------------------------
+# particles at the root, root action counts
+# --------------------------------------------------------------------------
+
+def test_particles_at_root_sit_at_the_root_with_its_value_and_no_history():
+  prepared = _prepare()
+  root_action = np.array([[2, 0, 2], [1, 3, 3], [0, 1, 2]])
+  group = np.array([[0, 0, 1], [0, 1, 1], [0, 0, 0]])
+  label = np.array([[5, 6, 7], [0, 1, 2], [4, 4, 4]])
+  model = actions.DiscreteActions(recurrent_fn=None, num_actions=4)
+  p = root_lib.particles_at_root(prepared, model, 3, jnp.asarray(root_action),
+                                 jnp.asarray(group), jnp.asarray(label))
+  # The first TD error, r + γ·v' − v, starts from the root's value v (it sets the running
+  # TD scale); nothing is yet returned, discounted or weighted.
+  np.testing.assert_array_equal(p.value, np.repeat(VALUE[:, None], 3, axis=1))
+  np.testing.assert_array_equal(p.returns, np.zeros((3, 3)))
+  np.testing.assert_array_equal(p.discount_product, np.ones((3, 3)))
+  np.testing.assert_array_equal(p.log_weight, np.zeros((3, 3)))
+  for got, want in ((p.action, root_action), (p.group, group), (p.label, label)):
+    assert got.dtype == jnp.int32
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(p.policy, np.repeat(np.asarray(prepared.prior_logits)[:, None],
+                                                    3, axis=1))
+  assert p.embedding.shape == (3, 3, 2)
+
+
+def test_root_action_counts_count_particles_and_distinct_actions():
+  counts, considered = root_lib.root_action_counts(jnp.asarray([[0, 0, 2], [1, 1, 1]]), 4)
+  np.testing.assert_array_equal(counts, [[[2, 0, 1, 0]], [[0, 3, 0, 0]]])
+  np.testing.assert_array_equal(considered, [[2], [1]])
+
+
+# --------------------------------------------------------------------------
 # masked_argmax
 # --------------------------------------------------------------------------
 
@@ -139,6 +172,19 @@ def test_masked_argmax_is_the_argmax_over_valid_actions():
   got = root_lib.masked_argmax(jnp.asarray(score), jnp.asarray(invalid))
   assert got.dtype == jnp.int32
   np.testing.assert_array_equal(got, np.argmax(np.where(invalid, -np.inf, score), -1))
+
+
+def test_masked_argmax_returns_a_valid_action_even_at_a_score_of_minus_inf():
+  # SMC scores an action its particles never reached with log 0 = -inf: still a valid one,
+  # whether it comes before or after the invalid actions (which must not win the tie).
+  score = jnp.array([[-jnp.inf, 5.0, -jnp.inf, 2.0], [5.0, -jnp.inf, 1.0, -jnp.inf]])
+  invalid = jnp.array([[False, True, False, True], [True, False, True, False]])
+  np.testing.assert_array_equal(root_lib.masked_argmax(score, invalid), [0, 1])
+
+
+def test_masked_argmax_of_a_row_with_no_valid_action_is_zero():
+  got = root_lib.masked_argmax(jnp.array([[1.0, 3.0]]), jnp.array([[True, True]]))
+  np.testing.assert_array_equal(got, [0])
 
 
 def test_masked_argmax_breaks_ties_by_the_lowest_valid_index():

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 import smctx
+from smctx._src import actions
 from tests.policies import SAMPLED_POLICIES
 
 # LQR constants and its Riccati solution.
@@ -543,3 +544,45 @@ def test_sampled_policy_signature_lists_the_discrete_policys_keywords(name):
 
 def test_models_and_tabular_are_reachable_from_the_package():
   assert smctx.models.pgx_model is not None and smctx.tabular is not None
+
+
+# ----------------------------------------------------------------------------
+# The sampled action model on its own (`_src/actions.py`), on small hand-made slices.
+# ----------------------------------------------------------------------------
+
+def test_sampled_model_zeroes_nonfinite_policy_entries_and_reports_their_rows():
+  # Rows 0 and 2 have one non-finite entry among finite ones: each is reported, and only
+  # that entry is zeroed; the integer leaf passes untouched.
+  mean = jnp.asarray([[0.5, jnp.nan], [1.0, 2.0], [jnp.inf, 3.0]], jnp.float32)
+  steps = jnp.asarray([1, 2, 3], jnp.int32)
+
+  def recurrent_fn(params, rng_key, action, x):
+    del params, rng_key, action
+    return smctx.SampledRecurrentFnOutput(reward=x, discount=x, value=x,
+                                          policy=(mean, steps)), x
+
+  model = actions.SampledActions(recurrent_fn=recurrent_fn, candidates=jnp.zeros((3, 2, 1)),
+                                 action_sampler=None)
+  out = model.call(None, jax.random.key(0), jnp.zeros((3, 1)), jnp.zeros(3))
+  np.testing.assert_array_equal(np.asarray(out.bad_policy), [True, False, True])
+  np.testing.assert_array_equal(np.asarray(out.policy[0]), [[0.5, 0.0], [1.0, 2.0], [0.0, 3.0]])
+  np.testing.assert_array_equal(np.asarray(out.policy[1]), [1, 2, 3])
+
+
+def test_sampled_next_actions_take_the_candidates_dtypes():
+  # The sampler answers in float32; the particles' actions keep the candidates' bfloat16 and
+  # int32 (a search loop's carry cannot change type). 1.5·p is exact in bfloat16 here.
+  candidates = {"u": jnp.zeros((2, 4, 1), jnp.bfloat16), "k": jnp.zeros((2, 4), jnp.int32)}
+
+  def sampler(rng_key, policy):  # policy [B] (one particle slice) -> actions [B, 1] and [B]
+    del rng_key
+    return {"u": 1.5 * policy[:, None], "k": policy + 0.0}
+
+  model = actions.SampledActions(recurrent_fn=None, candidates=candidates,
+                                 action_sampler=sampler)
+  policy = jnp.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], jnp.float32)  # [B, N]
+  action = model.sample(jax.random.key(0), policy)
+  assert action["u"].dtype == jnp.bfloat16 and action["k"].dtype == jnp.int32
+  np.testing.assert_array_equal(np.asarray(action["u"], np.float32)[..., 0],
+                                [[1.5, 3.0, 4.5], [6.0, 7.5, 9.0]])
+  np.testing.assert_array_equal(np.asarray(action["k"]), [[1, 2, 3], [4, 5, 6]])

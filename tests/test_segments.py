@@ -1,5 +1,6 @@
 """Per-root segment reductions (`_src/segments.py`) against NumPy loops."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -29,6 +30,31 @@ def test_segment_sum_gather_gives_each_particle_its_segment_total():
   data = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
   got = segments.segment_sum(jnp.asarray(data), jnp.asarray(ids), 3, gather=True)
   np.testing.assert_array_equal(np.asarray(got), [[4.0, 2.0, 4.0, 4.0]])
+
+
+def _dot_precisions(jaxpr):
+  """The `precision` of every `dot_general` in a jaxpr, nested jaxprs included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      yield eqn.params["precision"]
+    for param in eqn.params.values():
+      inner = getattr(param, "jaxpr", param)
+      if hasattr(inner, "eqns"):
+        yield from _dot_precisions(inner)
+
+
+def test_segment_sum_keeps_every_float32_bit():
+  # 1 + 2^-20 + 2^-22 needs 22 mantissa bits: exact in float32, but TF32 (the default
+  # matmul precision of recent GPUs, 10 bits) would drop both fractions. The contraction
+  # must ask for HIGHEST precision, which the CPU would not show by the values alone.
+  ids = jnp.asarray([[0, 1, 0]], jnp.int32)
+  data = jnp.asarray([[1.0 + 2.0**-20, 3.0, 2.0**-22]], jnp.float32)
+  got = np.asarray(segments.segment_sum(data, ids, 2))
+  np.testing.assert_array_equal(got, np.asarray([[1.0 + 2.0**-20 + 2.0**-22, 3.0]], np.float32))
+  jaxpr = jax.make_jaxpr(lambda d, i: segments.segment_sum(d, i, 2))(data, ids).jaxpr
+  precisions = list(_dot_precisions(jaxpr))
+  highest = jax.lax.Precision.HIGHEST
+  assert precisions and all(p == (highest, highest) for p in precisions), precisions
 
 
 def test_segment_max_is_minus_infinity_on_empty_segments():

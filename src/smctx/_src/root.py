@@ -122,8 +122,16 @@ def root_action_counts(root_action: chex.Array,
 
 
 def masked_argmax(score: chex.Array, invalid_actions: chex.Array) -> chex.Array:
-  """Argmax over valid actions, `[B]` int32."""
-  return jnp.argmax(jnp.where(invalid_actions, -jnp.inf, score), axis=-1).astype(jnp.int32)
+  """Argmax over valid actions, `[B]` int32: the first valid action of the highest score.
+
+  A valid action scored `-inf` (SMC's log 0 for an action no particle reached)
+  still beats every invalid one; a NaN score counts as `-inf`; a row with no
+  valid action gets 0.
+  """
+  valid = ~invalid_actions
+  score = jnp.where(valid & ~jnp.isnan(score), score, -jnp.inf)
+  best = valid & (score == jnp.max(score, axis=-1, keepdims=True))
+  return jnp.argmax(best, axis=-1).astype(jnp.int32)
 
 
 def policy_output(root: PreparedRoot, *, action: chex.Array, action_weights: chex.Array,
