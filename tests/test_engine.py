@@ -49,8 +49,9 @@ def _step(config, log_weight=None, allow_resample=True, td_scale=None):
   model = actions.DiscreteActions(recurrent_fn=None, num_actions=NUM_ACTIONS)
   values = backpropagation.ActionValues.zeros(1, NUM_ACTIONS)
   td_scale = engine.TDScale.zeros(1) if td_scale is None else td_scale
-  return engine.smc_step(particles, values, td_scale, step, jax.random.split(jax.random.key(0), 2),
-                         config, jnp.asarray(allow_resample), model)
+  keys = engine.step_keys(jax.random.key(0), 1, 4, config.distinct_copies).at(0)
+  return engine.smc_step(particles, values, td_scale, step, keys, config,
+                         jnp.asarray(allow_resample), model)
 
 
 def _reference_step(temperature):
@@ -175,8 +176,35 @@ def test_step_with_distinct_copies_gives_the_copies_of_a_dominant_particle_disti
   config = _config(resample="always", distinct_copies=True)
   out, *_ = engine.smc_step(particles, backpropagation.ActionValues.zeros(1, NUM_ACTIONS),
                             engine.TDScale.zeros(1), step,
-                            jax.random.split(jax.random.key(1), 2), config, jnp.asarray(True),
-                            model)
+                            engine.step_keys(jax.random.key(1), 1, 4, True).at(0), config,
+                            jnp.asarray(True), model)
   action = np.asarray(out.action)[0]
   # Four copies of particle 3 over three actions: the first three take all three.
   assert sorted(action[:3]) == [0, 1, 2] and 0 <= action[3] < NUM_ACTIONS
+
+
+@pytest.mark.parametrize("make_key", [jax.random.PRNGKey, jax.random.key], ids=["raw", "typed"])
+@pytest.mark.parametrize("distinct_copies", [False, True])
+def test_step_keys_are_the_keys_each_step_would_split_for_itself(make_key, distinct_copies):
+  num_steps, num_particles = 5, 3
+  keys = engine.step_keys(make_key(4), num_steps, num_particles, distinct_copies)
+  data = lambda k: np.asarray(jax.random.key_data(k) if k.dtype != jnp.uint32 else k)
+  for i in range(num_steps):
+    model_key, resample_key, next_key = (jax.random.split(make_key(4), (num_steps, 3))[i, j]
+                                         for j in range(3))
+    sample_key, copies_key = next_key, next_key
+    if distinct_copies:
+      sample_key, copies_key = jax.random.split(next_key)
+    step = keys.at(i)
+    np.testing.assert_array_equal(data(step.model),
+                                  data(jax.random.split(model_key, num_particles)))
+    np.testing.assert_array_equal(data(step.resample), data(resample_key))
+    np.testing.assert_array_equal(data(step.sample),
+                                  data(jax.random.split(sample_key, num_particles)))
+    if distinct_copies:
+      np.testing.assert_array_equal(data(step.copies), data(copies_key))
+    # A particle slice's key is the same whether the step's key is split in the loop or before.
+    np.testing.assert_array_equal(data(particles_lib.particle_slice_keys(step.model, 3)),
+                                  data(particles_lib.particle_slice_keys(model_key, 3)))
+  with pytest.raises(AssertionError):
+    particles_lib.particle_slice_keys(keys.at(0).model, num_particles + 1)

@@ -13,6 +13,7 @@ import pytest
 import smctx
 from smctx import tabular
 from smctx._src import actions
+from smctx._src import engine
 from smctx._src import particles as particles_lib
 from smctx._src import rerooting
 
@@ -74,7 +75,7 @@ def _rerooting_inputs(num_particles, logits_at_s2):
 def _second_actions(key, gumbel_scale, logits_at_s2, num_particles):
   particles, step = _rerooting_inputs(num_particles, logits_at_s2)
   model = actions.as_action_model(lambda *a: None, logits_at_s2.shape[-1])
-  keys = jax.random.split(key, 2)
+  keys = engine.step_keys(key, 1, num_particles).at(0)
   rerooted, _ = rerooting.reroot(particles, step, keys, 1, model, gumbel_scale)
   return np.asarray(rerooted.action[0])
 

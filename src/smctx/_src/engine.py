@@ -104,15 +104,46 @@ def distinct_labels_per_group(particles: Particles, num_labels: int) -> chex.Arr
   return (jnp.sum(carried, axis=-1) / groups).astype(jnp.float32)
 
 
-def step_keys(rng_key: chex.PRNGKey, num_steps: int) -> chex.Array:
-  """The keys of every step, `[num_steps, 3]`: the model's, resampling's, the next actions'.
+@pytree_dataclass(frozen=True)
+class StepKeys(PytreeDataclass):
+  """The keys of one depth step; with a leading `[S]` axis, of every step (`step_keys`).
 
-  Split once before the loop: on CPU each `split`/`fold_in` is a small
-  threefry loop of its own, and three of them per step cost as much as the
-  rest of a step's bookkeeping at small batch sizes. `O(num_steps)` keys, like
-  the per-step diagnostics.
+  model: `[N]` keys, one per particle slice, of the model call (`particles.mutate`);
+  resample: resampling's key (and, in a TSMCTS re-rooting step, which does not
+    resample, the second actions' Gumbel noise's);
+  sample: `[N]` keys, one per particle slice, of the next actions (`ActionModel.sample`);
+  copies: the Gumbel noise's key of `distinct_copies` (`copy_actions`).
   """
-  return jax.random.split(rng_key, (num_steps, 3))
+  model: chex.Array
+  resample: chex.Array
+  sample: chex.Array
+  copies: chex.Array
+
+  def at(self, i: chex.Array) -> "StepKeys":
+    """The keys of step `i`."""
+    return jax.tree_util.tree_map(lambda k: k[i], self)
+
+
+def step_keys(rng_key: chex.PRNGKey, num_steps: int, num_particles: int,
+              distinct_copies: bool = False) -> StepKeys:
+  """The keys of every step, `StepKeys` of `[num_steps, ...]`, split once before the loop.
+
+  Step `i` has three keys, `jax.random.split(rng_key, (num_steps, 3))[i]`: the
+  model's, resampling's and the next actions' (with `distinct_copies`, split in
+  two again: the draw's and the copies' Gumbel noise's); the model's and the
+  draw's are split per particle slice here too. On CPU each `split` is a
+  threefry loop of its own (about 20 kernels), so none runs inside the loop.
+  `O(num_steps·N)` keys, less than the per-step diagnostics `[B, num_steps]`
+  whenever `N ≤ 2·B`; a step's keys are those it would split for itself.
+  """
+  keys = jax.random.split(rng_key, (num_steps, 3))
+  slices = jax.vmap(lambda key: jax.random.split(key, num_particles))
+  sample, copies = keys[:, 2], keys[:, 2]
+  if distinct_copies:
+    pairs = jax.vmap(jax.random.split)(keys[:, 2])
+    sample, copies = pairs[:, 0], pairs[:, 1]
+  return StepKeys(model=slices(keys[:, 0]), resample=keys[:, 1], sample=slices(sample),
+                  copies=copies)
 
 
 def scaled_td(particles: Particles, step: ModelStep, td_scale: TDScale,
@@ -180,18 +211,17 @@ def copy_actions(rng_key: chex.PRNGKey, logits: chex.Array, source: chex.Array,
 
 
 def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scale: TDScale,
-             step: ModelStep, rng_keys: chex.Array, config: EngineConfig,
+             step: ModelStep, keys: StepKeys, config: EngineConfig,
              allow_resample: chex.Array, model: ActionModel
              ) -> tuple[Particles, backpropagation.ActionValues, TDScale, StepDiagnostics]:
   """One depth step after the model call `step`.
 
   Weighting by TD advantage, back-up along each particle, back-propagation of
   weighted returns into the root statistics, resampling within groups, and the
-  next action of every particle. `rng_keys`: two keys, for resampling and for
-  the next actions (`step_keys`); `model` (an action model, `actions.py`) draws
-  the next actions. Resampling is skipped where `allow_resample` is False (the
-  last step of an SMC run: resampling then only adds noise, `algorithms.md`
-  section 8.4).
+  next action of every particle. `keys`: the step's (`step_keys`); `model`
+  (an action model, `actions.py`) draws the next actions. Resampling is
+  skipped where `allow_resample` is False (the last step of an SMC run:
+  resampling then only adds noise, `algorithms.md` section 8.4).
   """
   chex.assert_equal_shape([particles.value, step.value, step.reward, step.discount])
   with jax.named_scope("weighting"):
@@ -203,16 +233,15 @@ def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scal
       values = backpropagation.update(values, particles, config.labels_are_runs)
   with jax.named_scope("resampling"):
     particles, group_resamples, ess, source = resample_within_groups(
-        rng_keys[0], particles, config, allow_resample)
+        keys.resample, particles, config, allow_resample)
   # Next action of every particle, drawn after resampling so that copies of a
   # particle explore independently (or, with `distinct_copies`, take distinct actions).
   with jax.named_scope("next_actions"):
     if config.distinct_copies and not model.samples_second_actions:
-      sample_key, gumbel_key = jax.random.split(rng_keys[1])
-      action = copy_actions(gumbel_key, particles.policy, source,
-                            model.sample(sample_key, particles.policy))
+      action = copy_actions(keys.copies, particles.policy, source,
+                            model.sample(keys.sample, particles.policy))
     else:
-      action = model.sample(rng_keys[1], particles.policy)
+      action = model.sample(keys.sample, particles.policy)
     particles = particles.replace(action=action)
   with jax.named_scope("diagnostics"):
     diagnostics = StepDiagnostics(
@@ -293,14 +322,15 @@ def run_smc(params: chex.ArrayTree, rng_key: chex.PRNGKey, model: ActionModel,
   """
   batch_size = particles.value.shape[0]
   values = backpropagation.ActionValues.zeros(batch_size, config.num_labels)
-  keys = step_keys(rng_key, num_steps)
+  keys = step_keys(rng_key, num_steps, particles.value.shape[1], config.distinct_copies)
   particles = particles_lib.start_lambda_return(particles, config.td_lambda)
 
   def body(i: chex.Array, carry: tuple) -> tuple:
     particles, values, td_scale = carry
-    step = particles_lib.mutate(params, keys[i, 0], model, particles.action, particles.embedding)
+    step = particles_lib.mutate(params, keys.at(i).model, model, particles.action,
+                                particles.embedding)
     particles, values, td_scale, diag = smc_step(
-        particles, values, td_scale, step, keys[i, 1:], config, allow_resample=i < num_steps - 1,
+        particles, values, td_scale, step, keys.at(i), config, allow_resample=i < num_steps - 1,
         model=model)
     return (particles, values, td_scale), diag
 

@@ -106,8 +106,17 @@ def over_particle_slices(fn: Callable, rng_key: chex.PRNGKey,
 
 
 def particle_slice_keys(rng_key: chex.PRNGKey, num_particles: int) -> chex.Array:
-  """The key of every particle slice, `[N]` keys: slice `n` draws with key `n`."""
-  return jax.random.split(rng_key, num_particles)
+  """The key of every particle slice, `[N]` keys: slice `n` draws with key `n`.
+
+  `rng_key` is one key, split here, or already these `[N]` keys: the engines
+  split every step's before the search loop (`engine.step_keys`), where on CPU
+  each `split` is a threefry loop of its own.
+  """
+  typed = jax.dtypes.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
+  if rng_key.ndim == (0 if typed else 1):
+    return jax.random.split(rng_key, num_particles)
+  chex.assert_shape(rng_key, (num_particles,) + rng_key.shape[1:])
+  return rng_key
 
 
 def uniform_per_slice(rng_key: chex.PRNGKey, shape: tuple[int, ...]) -> chex.Array:

@@ -34,6 +34,7 @@ from smctx._src import segments
 from smctx._src import sequential_halving
 from smctx._src.base import ActionModel
 from smctx._src.base import PytreeDataclass, pytree_dataclass
+from smctx._src.engine import StepKeys
 from smctx._src.particles import ModelStep
 from smctx._src.particles import Particles
 
@@ -97,7 +98,7 @@ def _second_action_of_one_root(group: chex.Array, own_logits: chex.Array,
   return jnp.where((position < num_actions) & legal, ranked, sampled).astype(jnp.int32)
 
 
-def _discrete_second_actions(particles: Particles, step: ModelStep, rng_keys: chex.Array,
+def _discrete_second_actions(particles: Particles, step: ModelStep, keys: StepKeys,
                              num_groups: int, size: chex.Array, model: ActionModel,
                              gumbel_scale: chex.Numeric):
   """Second actions and labels `[B, N]` and the pooled prior at `s2` `[B, G, A]`."""
@@ -107,14 +108,14 @@ def _discrete_second_actions(particles: Particles, step: ModelStep, rng_keys: ch
   pooled_probs = segments.segment_sum(probs, particles.group, num_groups) / jnp.maximum(
       size, 1)[..., None]
   pooled_logits = jnp.log(jnp.maximum(pooled_probs, jnp.finfo(jnp.float32).tiny))
-  gumbel = gumbel_scale * jax.random.gumbel(rng_keys[0], (batch_size, num_groups, num_actions))
-  sampled = model.sample(rng_keys[1], step.policy)
+  gumbel = gumbel_scale * jax.random.gumbel(keys.resample, (batch_size, num_groups, num_actions))
+  sampled = model.sample(keys.sample, step.policy)
   second_action = jax.vmap(_second_action_of_one_root)(
       particles.group, step.policy, gumbel + pooled_logits, sampled)
   return second_action, second_action, pooled_logits
 
 
-def _sampled_second_actions(particles: Particles, step: ModelStep, rng_keys: chex.Array,
+def _sampled_second_actions(particles: Particles, step: ModelStep, keys: StepKeys,
                             num_groups: int, size: chex.Array, model: ActionModel,
                             gumbel_scale: chex.Numeric):
   """Each particle's own sampled second action, labelled by its position in the group.
@@ -125,7 +126,7 @@ def _sampled_second_actions(particles: Particles, step: ModelStep, rng_keys: che
   """
   del num_groups, gumbel_scale
   num_labels = particles.value.shape[1]
-  second_action = model.sample(rng_keys[0], step.policy)
+  second_action = model.sample(keys.sample, step.policy)
   label = segments.position_in_segment(particles.group)
   unused = jnp.arange(num_labels) >= size[..., None]  # [B, G, L]
   pooled_logits = greedification.mask_logits(jnp.zeros(unused.shape, jnp.float32), unused)
@@ -155,7 +156,7 @@ def _run_order_of_one_root(group: chex.Array, label: chex.Array, num_groups: int
   return jnp.zeros_like(group).at[destination].set(jnp.arange(group.shape[0], dtype=group.dtype))
 
 
-def reroot(particles: Particles, step: ModelStep, rng_keys: chex.Array, num_groups: int,
+def reroot(particles: Particles, step: ModelStep, keys: StepKeys, num_groups: int,
            model: ActionModel, gumbel_scale: chex.Numeric) -> tuple[Particles, RootStep]:
   """Root step: particles move to `s2` and start an SMCTS there, inside their group.
 
@@ -167,7 +168,7 @@ def reroot(particles: Particles, step: ModelStep, rng_keys: chex.Array, num_grou
   second_actions = (_sampled_second_actions if model.samples_second_actions
                     else _discrete_second_actions)
   second_action, second_label, pooled_logits = second_actions(
-      particles, step, rng_keys, num_groups, size, model, gumbel_scale)
+      particles, step, keys, num_groups, size, model, gumbel_scale)
   num_labels = pooled_logits.shape[-1]
   per_particle = (step.reward, step.discount, step.value, step.policy, step.embedding,
                   second_action, second_label, particles.label)

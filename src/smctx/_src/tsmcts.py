@@ -180,11 +180,11 @@ def start_iteration(ctx: Context, score: chex.Array,
 
 
 @jax.named_scope("root_step")
-def root_step(ctx: Context, state: SearchState, step: ModelStep, rng_keys: chex.Array,
+def root_step(ctx: Context, state: SearchState, step: ModelStep, keys: engine.StepKeys,
               i: chex.Array) -> tuple[SearchState, engine.StepDiagnostics]:
   """The first step of an iteration: the particles' `s2` samples, re-rooted at after the step
   (`reroot`), or only recorded in a one-step iteration."""
-  del rng_keys
+  del keys
   batch_size = step.value.shape[0]
   record_only = lambda: rerooting.record_root_step(state.particles, step, ctx.num_considered,
                                                    ctx.num_second_labels)[1]
@@ -202,11 +202,11 @@ def root_step(ctx: Context, state: SearchState, step: ModelStep, rng_keys: chex.
 
 @jax.named_scope("rerooting")
 def reroot(ctx: Context, state: SearchState,
-           rng_keys: chex.Array) -> tuple[SearchState, chex.Array]:
+           keys: engine.StepKeys) -> tuple[SearchState, chex.Array]:
   """The particles, at the root, move to their `s2` samples `state.successors` (aligned with
   them) and start an SMCTS there; the samples are kept in the record's order. Also returns
   the distinct second actions per group `[B]`."""
-  particles, record = rerooting.reroot(state.particles, state.successors, rng_keys,
+  particles, record = rerooting.reroot(state.particles, state.successors, keys,
                                        ctx.num_considered, ctx.model, ctx.gumbel_scale)
   particles = particles_lib.start_lambda_return(particles, ctx.config.td_lambda)
   successors = state.successors.replace(
@@ -239,12 +239,12 @@ def successors_of(successors: ModelStep, successor_action: chex.Array, root_acti
                             embedding=embedding)
 
 
-def inner_step(ctx: Context, state: SearchState, step: ModelStep, rng_keys: chex.Array,
+def inner_step(ctx: Context, state: SearchState, step: ModelStep, keys: engine.StepKeys,
                i: chex.Array) -> tuple[SearchState, engine.StepDiagnostics]:
   """A later step of an iteration: SMCTS inside each group (no resampling at its last step)."""
   allow_resample = ~jnp.asarray(ctx.schedule.is_last_step)[i]
   particles, values, td_scale, diagnostics = engine.smc_step(
-      state.particles, state.values, state.td_scale, step, rng_keys, ctx.config,
+      state.particles, state.values, state.td_scale, step, keys, ctx.config,
       allow_resample=allow_resample, model=ctx.model)
   return state.replace(particles=particles, values=values, td_scale=td_scale), diagnostics
 
@@ -331,14 +331,14 @@ def _variance_weights(ctx: Context, state: SearchState, count: chex.Array) -> ch
                                                     td_variance)
 
 
-def search_step(ctx: Context, keys: chex.Array, elimination_key: chex.PRNGKey, i: chex.Array,
+def search_step(ctx: Context, keys: engine.StepKeys, elimination_key: chex.PRNGKey, i: chex.Array,
                 state: SearchState) -> tuple[SearchState, engine.StepDiagnostics]:
   """One sequential step: one model call, a root or inner step, and an iteration's end."""
-  particles = state.particles
-  step = particles_lib.mutate(ctx.params, keys[i, 0], ctx.model, particles.action,
+  particles, keys = state.particles, keys.at(i)
+  step = particles_lib.mutate(ctx.params, keys.model, ctx.model, particles.action,
                               particles.embedding)
   as_branch = lambda fn: lambda: engine.match_varying(
-      fn(ctx, state, step, keys[i, 1:], i), state, step)
+      fn(ctx, state, step, keys, i), state, step)
   state, diagnostics = jax.lax.cond(jnp.asarray(ctx.schedule.is_root_step)[i],
                                     as_branch(root_step), as_branch(inner_step))
   iteration = jnp.asarray(ctx.schedule.iteration_of_step, jnp.int32)[i]
@@ -349,7 +349,7 @@ def search_step(ctx: Context, keys: chex.Array, elimination_key: chex.PRNGKey, i
   # iteration's last step. That step's next actions are discarded (the particles went back
   # to the root), so its keys are free for the re-rooting.
   state, distinct = _static_or_cond(
-      ctx.schedule.reroots_after_step, i, lambda: reroot(ctx, state, keys[i, 1:]),
+      ctx.schedule.reroots_after_step, i, lambda: reroot(ctx, state, keys),
       lambda: (state, diagnostics.distinct_actions), state)
   return state, diagnostics.replace(distinct_actions=distinct)
 
@@ -590,7 +590,8 @@ def tsmcts_policy(
                            embedding=particles.embedding,
                            nonfinite=jnp.zeros((batch_size,), jnp.int32)),
       next_root=WarmStart.zeros(batch_size, start.num_actions))
-  keys = engine.step_keys(start.search_key, layout.num_steps)
+  keys = engine.step_keys(start.search_key, layout.num_steps, layout.num_particles,
+                          ctx.config.distinct_copies)
   body = functools.partial(search_step, ctx, keys, start.init_key)
   state, diagnostics = engine.run_steps(loop_fn, layout.num_steps, body, state, batch_size,
                                         reference=(params, start.search_key))
