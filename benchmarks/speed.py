@@ -344,8 +344,8 @@ _NO_KERNEL = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast",
 # The kinds reported on their own; every other instruction counts under `other`.
 KERNEL_KINDS = ("fusion", "sort", "scatter", "gather", "custom-call", "while", "conditional",
                 "dot", "copy")
-LOOP_COLUMNS = ("loop_kernels",) + tuple(f"loop_{k.replace('-', '_')}"
-                                        for k in KERNEL_KINDS + ("other",))
+LOOP_COLUMNS = ("loop_kernels", "loop_kernels_lightest", "loop_kernels_heaviest") + tuple(
+    f"loop_{k.replace('-', '_')}" for k in KERNEL_KINDS + ("other",))
 # The phases of a step, as `jax.named_scope`s in the library (`engine.smc_step`, `particles.mutate`,
 # TSMCTS's `root_step`, `end_iteration` and `reroot`): a kernel belongs to the first of these
 # scopes in its `op_name`, and to `loop` (the step's own selection, carries and key
@@ -402,7 +402,11 @@ def loop_kernels(hlo_text: str) -> dict:
   `conditional`s and the bodies of nested `while`s (every branch, so an upper bound on one
   step), each fusion as one kernel. Returns `loop_kernels` (all kinds), `loop_<kind>` for
   `KERNEL_KINDS` and `loop_other`, and `phase_<phase>`: the kernels that compute (not the
-  loops, branches and carry copies) by phase of the step (`PHASES`).
+  loops, branches and carry copies) by phase of the step (`PHASES`). Branches are
+  exclusive, so it also returns `loop_kernels_lightest` and `loop_kernels_heaviest`, bounds
+  on the kernels of one step: the lightest (or heaviest) branch taken at every
+  `conditional`. Which combinations of branches a step really takes is the search's own
+  schedule (TSMCTS: `docs/performance.md`, "Kernels per step").
   """
   computations = _computations(hlo_text)
 
@@ -442,7 +446,25 @@ def loop_kernels(hlo_text: str) -> dict:
         for sub in called(line, "to_apply"):
           visit(sub)
 
+  def one_step(name, pick):
+    total = 0
+    for op, line in computations.get(name, ()):
+      if op in _NO_KERNEL:
+        continue
+      total += 1
+      if op == "while":
+        total += sum(one_step(sub, pick)
+                     for sub in called(line, "body") + called(line, "condition"))
+      elif op == "conditional":
+        total += pick(one_step(sub, pick) for sub in called(line, "branch_computations") +
+                      called(line, "true_computation") + called(line, "false_computation"))
+      elif op == "call":
+        total += sum(one_step(sub, pick) for sub in called(line, "to_apply"))
+    return total
+
   visit(main)
+  counts["loop_kernels_lightest"] = one_step(main, min)
+  counts["loop_kernels_heaviest"] = one_step(main, max)
   return counts
 
 
@@ -477,8 +499,9 @@ def kernel_rows(models, algorithms, configs=KERNEL_CONFIGS) -> list[dict]:
     row.update(compile_s=round(compile_s, 2), **loop_kernels(compiled.as_text()))
     rows.append(row)
     kinds = " ".join(f"{k[5:]}={v}" for k, v in row.items()
-                     if k.startswith("loop_") and k != "loop_kernels" and v)
-    print(f"{_describe(row)} {row.get('loop_kernels', 0):4d} kernels per step ({kinds})",
+                     if k.startswith("loop_") and not k.startswith("loop_kernels") and v)
+    print(f"{_describe(row)} {row.get('loop_kernels', 0):4d} kernels per step ({kinds}; one "
+          f"step {row.get('loop_kernels_lightest', 0)}-{row.get('loop_kernels_heaviest', 0)})",
           flush=True)
   return rows
 

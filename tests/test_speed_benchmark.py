@@ -113,6 +113,9 @@ def test_loop_kernels_counts_the_search_loop_with_its_branches_and_nested_loops(
   assert counts["loop_dot"] == 1
   assert counts["loop_copy"] == 2
   assert counts["loop_kernels"] == 11
+  # One step takes one branch: the body's 5 and the root branch's 1, or the inner one's 5.
+  assert counts["loop_kernels_lightest"] == 6
+  assert counts["loop_kernels_heaviest"] == 10
   # Phases count the computing kernels only (no loops, branches or copies).
   assert counts["phase_model"] == 1
   assert counts["phase_weighting"] == 1
