@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import mctx
 import numpy as np
 import pytest
 
@@ -22,14 +23,15 @@ NEXT_VALUE = np.array([[2.0, 1.0, 3.0, 4.0]])
 NEXT_LOGITS = np.broadcast_to(np.array([-1e9, 0.0, -1e9]), (1, 4, NUM_ACTIONS))
 
 
-def _inputs(log_weight=None):
+def _inputs(log_weight=None, group=None):
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   log_weight = np.zeros((1, 4)) if log_weight is None else log_weight
+  group = np.zeros((1, 4)) if group is None else group
   particles = particles_lib.Particles(
       embedding=jnp.zeros((1, 4)), action=jnp.zeros((1, 4), jnp.int32),
       policy=jnp.zeros((1, 4, NUM_ACTIONS)), value=f32(VALUE), returns=f32(RETURNS),
       discount_product=f32(DISCOUNT_PRODUCT), log_weight=f32(log_weight),
-      group=jnp.zeros((1, 4), jnp.int32), label=jnp.asarray(LABEL, jnp.int32))
+      group=jnp.asarray(group, jnp.int32), label=jnp.asarray(LABEL, jnp.int32))
   step = particles_lib.ModelStep(
       reward=f32(REWARD), discount=f32(DISCOUNT), value=f32(NEXT_VALUE),
       policy=f32(NEXT_LOGITS), embedding=jnp.arange(4.0)[None],
@@ -44,8 +46,8 @@ def _config(**overrides):
   return engine.EngineConfig(**settings)
 
 
-def _step(config, log_weight=None, allow_resample=True, td_scale=None):
-  particles, step = _inputs(log_weight)
+def _step(config, log_weight=None, allow_resample=True, td_scale=None, group=None):
+  particles, step = _inputs(log_weight, group)
   model = actions.DiscreteActions(recurrent_fn=None, num_actions=NUM_ACTIONS)
   values = backpropagation.ActionValues.zeros(1, NUM_ACTIONS)
   td_scale = engine.TDScale.zeros(1) if td_scale is None else td_scale
@@ -119,6 +121,59 @@ def test_no_resampling_where_it_is_not_allowed():
                                        allow_resample=False)
   np.testing.assert_array_equal(np.asarray(particles.label), LABEL)
   assert not bool(diagnostics.resampled[0])
+
+
+def _ess(log_weight):
+  w = np.exp(log_weight - log_weight.max())
+  return w.sum() ** 2 / (w**2).sum()
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8])
+def test_ess_resampling_happens_exactly_when_the_ess_falls_below_the_threshold(threshold):
+  # Uniform weights before the step: the ESS after it is that of the TD weights alone, about
+  # 2.84 of 4 particles (by hand), so 0.5 (2 particles) keeps them and 0.8 (3.2) resamples.
+  particles, _, _, diagnostics = _step(_config(resample="ess", ess_threshold=threshold))
+  expected = _ess(_reference_step(2.0)["log_weight"][0]) < threshold * 4
+  assert bool(diagnostics.resampled[0]) == expected
+  assert int(diagnostics.num_resamples[0]) == int(expected)
+  reset = np.zeros((1, 4)) if expected else _reference_step(2.0)["log_weight"]
+  np.testing.assert_allclose(np.asarray(particles.log_weight), reset, rtol=1e-6)
+
+
+def test_diagnostics_of_two_groups_sum_the_ess_and_average_the_labels_over_the_groups():
+  # TSMCTS's layout: group 0 = particles 0, 1 (label 0), group 1 = particles 2, 3 (labels 1,
+  # 2). Group 0's weight sits on particle 0 (ESS 1 < 0.75 * 2), group 1's is near uniform, so
+  # only group 0 resamples: the root still counts as resampled at the step.
+  log_weight = np.array([[0.0, -1e4, 0.0, 0.0]])
+  config = _config(resample="ess", ess_threshold=0.75, num_groups=2)
+  particles, _, _, diagnostics = _step(config, log_weight=log_weight, group=[[0, 0, 1, 1]])
+  lw = (log_weight + _reference_step(2.0)["log_weight"])[0]
+  ess = [_ess(lw[:2]), _ess(lw[2:])]
+  assert ess[0] < 0.75 * 2 <= ess[1]
+  np.testing.assert_allclose(float(diagnostics.ess[0]), sum(ess), rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(particles.embedding), [[0.0, 0.0, 2.0, 3.0]])
+  assert bool(diagnostics.resampled[0]) and int(diagnostics.num_resamples[0]) == 1
+  # Labels 0, 1 and 2 are carried after resampling, over 2 groups.
+  assert float(diagnostics.distinct_actions[0]) == 1.5
+
+
+def test_run_smc_resamples_at_every_step_but_the_last():
+  # `resample="always"`: resampling at the last step would only add noise to SMC's final
+  # particles (algorithms.md section 8.4), so its column alone stays False.
+  def recurrent_fn(params, rng_key, action, embedding):
+    del params, rng_key
+    out = mctx.RecurrentFnOutput(
+        reward=jnp.ones_like(embedding), discount=jnp.full_like(embedding, 0.9),
+        prior_logits=jnp.zeros(action.shape + (NUM_ACTIONS,)), value=embedding)
+    return out, embedding + action
+
+  particles, _ = _inputs()
+  particles = particles.replace(discount_product=jnp.ones((1, 4)))
+  model = actions.DiscreteActions(recurrent_fn=recurrent_fn, num_actions=NUM_ACTIONS)
+  _, _, diagnostics = engine.run_smc(None, jax.random.key(0), model, particles, 3,
+                                     _config(resample="always"), jax.lax.fori_loop)
+  np.testing.assert_array_equal(np.asarray(diagnostics.resampled), [[True, True, False]])
+  np.testing.assert_array_equal(np.asarray(diagnostics.num_resamples), [[1, 1, 0]])
 
 
 def test_run_steps_records_one_diagnostic_column_per_step():

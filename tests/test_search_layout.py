@@ -81,3 +81,34 @@ def test_search_layout_refuses_bad_arguments_naming_them(kw, name):
   with pytest.raises(ValueError, match=name):
     smctx.search_layout(args.pop("policy"), args.pop("num_simulations"), args.pop("num_actions"),
                         **args)
+
+
+def test_tsmcts_step_diagnostics_follow_the_iterations_of_the_layout():
+  """The paper's variant, where every iteration starts with a model call at the root: root
+  steps do not weight (ESS reported as the width); `resample="always"` resamples at every
+  inner step but an iteration's last, whose particles go back to the root (its resampling would
+  only add noise). The iterations' steps are read from the layout the search reports."""
+  batch, num_actions = 2, 4
+
+  def recurrent_fn(params, key, action, embedding):
+    del params, key
+    out = mctx.RecurrentFnOutput(reward=action.astype(jnp.float32) * 0.1,
+                                 discount=jnp.full(action.shape, 0.9),
+                                 prior_logits=jnp.zeros((batch, num_actions)),
+                                 value=jnp.zeros(action.shape))
+    return out, embedding
+
+  root = mctx.RootFnOutput(prior_logits=jnp.zeros((batch, num_actions)),
+                           value=jnp.zeros((batch,)), embedding=jnp.zeros((batch,)))
+  out = smctx.tsmcts_policy(None, jax.random.key(0), root, recurrent_fn, 32, num_particles=4,
+                            resample="always", variant="paper")
+  diag = out.search_tree.extra_data
+  depths = np.asarray(diag.depth)[0]
+  assert np.all(depths >= 3), depths  # so that an iteration has inner steps before its last
+  starts = np.concatenate([[0], np.cumsum(depths)[:-1]])
+  root_steps, last_steps = starts, starts + depths - 1
+  inner = np.setdiff1d(np.arange(depths.sum()), np.concatenate([root_steps, last_steps]))
+  ess, resampled = np.asarray(diag.ess), np.asarray(diag.resampled)
+  np.testing.assert_array_equal(ess[:, root_steps], 4.0)
+  assert not resampled[:, root_steps].any() and not resampled[:, last_steps].any()
+  assert resampled[:, inner].all()

@@ -126,3 +126,68 @@ def test_particles_past_the_ranked_actions_draw_from_their_own_prior():
   got = rerooting._second_action_of_one_root(group, own_logits, group_score, sampled)
   # Ranked by the logits: action 1 (0.7), then 0 (0.2), then 2 (0.1); then the own draws.
   np.testing.assert_array_equal(got, [1, 0, 2, 0, 1, 0, 1, 0])
+
+
+def test_a_ranked_action_the_particles_own_state_forbids_falls_back_to_its_own_draw():
+  """The group ranks action 0 then 1 then 2 (gumbel_scale=0); particle 1 reached a state where
+  action 1 has no mass, so it takes its own draw instead of an illegal move."""
+  group = jnp.zeros((3,), jnp.int32)
+  low = np.finfo(np.float32).min  # how the model's sanitised logits mark an illegal action
+  own_logits = jnp.asarray([[0.0, -1.0, -2.0], [0.0, low, -2.0], [0.0, -1.0, -2.0]])
+  group_score = jnp.asarray([[0.0, -1.0, -2.0]])
+  sampled = jnp.asarray([5, 6, 7], jnp.int32)  # stand-ins for the particles' own draws
+  got = rerooting._second_action_of_one_root(group, own_logits, group_score, sampled)
+  np.testing.assert_array_equal(got, [0, 6, 2])
+
+
+def test_run_order_is_a_stable_sort_by_label_within_each_group():
+  # The first particle's label appears twice in the first group: an off-by-one in the count of
+  # same-label particles before the group shifts both copies onto their neighbours.
+  group = np.array([0, 0, 0, 1, 1, 1])
+  label = np.array([2, 2, 1, 2, 0, 2])
+  got = rerooting._run_order_of_one_root(jnp.asarray(group), jnp.asarray(label), 2, 3)
+  np.testing.assert_array_equal(got, np.lexsort((np.arange(6), label, group)))
+
+
+def test_reroot_restarts_particles_at_s2_and_labels_them_by_slot_of_group_and_second_action():
+  # Two groups of three; at s2 only action 1 is legal, so every particle takes it (the first
+  # by rank, the others by their own draw). The two groups' runs of second action 1 touch at
+  # the boundary but are separate slots: each particle is labelled by its run's first index.
+  low = np.finfo(np.float32).min
+  particles, step = _rerooting_inputs(6, np.array([low, 0.0, low]))
+  particles = particles.replace(group=jnp.asarray([[0, 0, 0, 1, 1, 1]], jnp.int32),
+                                label=jnp.asarray([[2, 2, 2, 0, 0, 0]], jnp.int32),
+                                returns=jnp.full((1, 6), 3.0), log_weight=jnp.full((1, 6), -2.0))
+  value = np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 9.0]])
+  step = step.replace(value=jnp.asarray(value, jnp.float32), discount=jnp.full((1, 6), 0.5),
+                      reward=jnp.full((1, 6), 0.25))
+  model = actions.as_action_model(lambda *a: None, 3)
+  keys = engine.step_keys(jax.random.key(0), 1, 6).at(0)
+  rerooted, record = rerooting.reroot(particles, step, keys, 2, model, 0.0)
+  np.testing.assert_array_equal(np.asarray(rerooted.action), 1)
+  np.testing.assert_array_equal(np.asarray(rerooted.label), [[0, 0, 0, 3, 3, 3]])
+  np.testing.assert_array_equal(np.asarray(record.slot), [[0, 0, 0, 3, 3, 3]])
+  np.testing.assert_array_equal(np.asarray(record.root_action), [[2, 2, 2, 0, 0, 0]])
+  # s2 is the new root: returns, discount products and weights restart there.
+  np.testing.assert_array_equal(np.asarray(rerooted.returns), 0.0)
+  np.testing.assert_array_equal(np.asarray(rerooted.discount_product), 1.0)
+  np.testing.assert_array_equal(np.asarray(rerooted.log_weight), 0.0)
+  np.testing.assert_array_equal(np.asarray(rerooted.value), value)
+  # Each group's chance node at s2: the mean of its particles' values there.
+  np.testing.assert_allclose(np.asarray(record.pooled_value), [[2.0, 6.0]])
+
+
+def test_sampled_second_actions_label_particles_by_position_and_mask_unused_labels():
+  # Groups of 3 and 1 particles: group 0 uses labels 0-2, group 1 label 0 only; the pooled
+  # prior is uniform over the labels in use and (numerically) zero elsewhere.
+  particles, step = _rerooting_inputs(4, np.zeros(3))
+  particles = particles.replace(group=jnp.asarray([[0, 0, 0, 1]], jnp.int32))
+  model = actions.as_action_model(lambda *a: None, 3)
+  keys = engine.step_keys(jax.random.key(0), 1, 4).at(0)
+  size = jnp.asarray([[3.0, 1.0]])
+  _, label, pooled_logits = rerooting._sampled_second_actions(particles, step, keys, 2, size,
+                                                              model, 1.0)
+  np.testing.assert_array_equal(np.asarray(label), [[0, 1, 2, 0]])
+  prior = np.asarray(jax.nn.softmax(pooled_logits, axis=-1))[0]
+  np.testing.assert_allclose(prior, [[1 / 3, 1 / 3, 1 / 3, 0.0], [1.0, 0.0, 0.0, 0.0]],
+                             atol=1e-6)

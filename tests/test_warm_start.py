@@ -168,3 +168,30 @@ def test_an_unusable_warm_estimate_is_ignored():
   seeded = warm_start_lib.seed_halving(halving, warm, invalid)
   np.testing.assert_array_equal(np.asarray(seeded.weights), 0.0)
   np.testing.assert_array_equal(np.asarray(seeded.qvalues), 0.0)
+
+
+def test_successor_estimates_spread_the_winners_particles_over_its_second_actions():
+  """Row 0's winner is group 1: its 6 particles split by the visits 1:2:0 of that group's
+  second actions. Row 1's winner group was searched one step deep (no visits): no weight, and
+  no NaN from dividing by its zero visits."""
+  qvalues2 = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
+  visits2 = np.array([[[5, 5, 5], [1, 2, 0]], [[0, 0, 0], [3, 1, 0]]], np.float32)
+  got = warm_start_lib.successor_estimates(
+      jnp.asarray(qvalues2), jnp.asarray(visits2), jnp.asarray([1, 0]), jnp.asarray([6, 4]),
+      jnp.asarray([3, 2]))
+  np.testing.assert_array_equal(np.asarray(got.action), [3, 2])
+  np.testing.assert_array_equal(np.asarray(got.qvalues), [qvalues2[0, 1], qvalues2[1, 0]])
+  np.testing.assert_allclose(np.asarray(got.weights), [[2.0, 4.0, 0.0], [0.0, 0.0, 0.0]])
+
+
+def test_seed_halving_gives_a_negative_warm_weight_no_weight():
+  # Only a positive number of particles counts as an earlier iteration (`smctx.warm_start`'s
+  # `weight` is not checked, so a negative one can reach here).
+  warm = smctx.WarmStart(action=jnp.zeros((1,), jnp.int32),
+                         qvalues=jnp.array([[0.7, 0.9, 0.4]]),
+                         weights=jnp.array([[-2.0, 3.0, 0.0]]))
+  invalid = jnp.zeros((1, 3), bool)
+  halving = sequential_halving.HalvingState.start(~invalid, 2)
+  seeded = warm_start_lib.seed_halving(halving, warm, invalid)
+  np.testing.assert_array_equal(np.asarray(seeded.weights), [[0.0, 3.0, 0.0]])
+  np.testing.assert_allclose(np.asarray(seeded.qvalues), [[0.0, 0.9, 0.0]])
