@@ -220,9 +220,6 @@ def test_a_candidate_without_particles_keeps_its_estimate_even_with_a_fractional
   np.testing.assert_allclose(np.asarray(n), [[0.5]])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "combine_iterations divides by max(Σ N_j, 1) (sequential_halving.py:99): with the "
-    "fractional counts of iteration_weights='variance' a total below 1 shrinks Q_SH toward 0"))
 def test_combination_is_a_weighted_mean_whatever_the_scale_of_the_weights():
   # `Q_SH = Σ_j N_j·Q_j / Σ_j N_j` (the docstring) does not depend on the weights' scale.
   q_sh, n_sh, q_i, n_i = ([[1.0]], [[0.1]], [[4.0]], [[0.2]])
@@ -230,10 +227,6 @@ def test_combination_is_a_weighted_mean_whatever_the_scale_of_the_weights():
   np.testing.assert_allclose(np.asarray(q), [[(0.1 * 1.0 + 0.2 * 4.0) / 0.3]], rtol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "iteration_weights='variance': record_iteration (tsmcts.py:286-287) takes the shrunk "
-    "counts as visits and particles_per_action, and combine_iterations divides by "
-    "max(total, 1): with a tiny TD-error variance every Q_SH and visit count collapses to 0"))
 def test_variance_weights_keep_particles_per_action_and_the_root_values():
   # The root action's reward is noisy, every later step is deterministic (TD errors ~0, so
   # the variance weights are ~1e-12·n): the particles given to the candidates still number N

@@ -92,11 +92,12 @@ def combine_iterations(q_sh: chex.Array, n_sh: chex.Array, q_i: chex.Array,
                        n_i: chex.Array) -> tuple[chex.Array, chex.Array]:
   """Inverse-variance combination with `Var ∝ 1/N_i`, kept in place (`O(A)` state).
 
-  `Q_SH ← Σ_j N_j·Q_j / Σ_j N_j`; all arrays `[B, A]`.
+  `Q_SH ← Σ_j N_j·Q_j / Σ_j N_j`; all arrays `[B, A]`. The weights need not be whole
+  (warm starts, `iteration_weights="variance"`): only their ratios count.
   """
   chex.assert_equal_shape([q_sh, n_sh, q_i, n_i])
   total = n_sh + n_i
-  q = jnp.where(n_i > 0, (n_sh * q_sh + n_i * q_i) / jnp.maximum(total, 1), q_sh)
+  q = jnp.where(n_i > 0, (n_sh * q_sh + n_i * q_i) / jnp.where(total > 0, total, 1.0), q_sh)
   return q, total
 
 
@@ -163,9 +164,15 @@ def iteration_values(reward: chex.Array, discount: chex.Array, value: chex.Array
 
 
 def record_iteration(halving: HalvingState, q_iter: chex.Array, count: chex.Array,
-                     depth: chex.Array, iteration: chex.Array) -> HalvingState:
-  """Takes iteration `iteration`'s `Q_i` into `Q_SH`, its visits and its diagnostics."""
-  q_sh, weights = combine_iterations(halving.qvalues, halving.weights, q_iter, count)
+                     depth: chex.Array, iteration: chex.Array,
+                     weight: chex.Array | None = None) -> HalvingState:
+  """Takes iteration `iteration`'s `Q_i` into `Q_SH`, its visits and its diagnostics.
+
+  `count [B, A]`: the particles behind `Q_i`; `weight`: its weight in `Q_SH` (default the
+  count, the paper's `Var ∝ 1/N`).
+  """
+  weight = count if weight is None else weight
+  q_sh, weights = combine_iterations(halving.qvalues, halving.weights, q_iter, weight)
   return halving.replace(
       qvalues=q_sh, weights=weights, visits=halving.visits + count * depth,
       particles_per_action=halving.particles_per_action.at[:, iteration].set(count),

@@ -282,9 +282,11 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
       record.reward, record.discount, record.value, record.root_action, improvement,
       ctx.root.prior_logits.shape[-1])
   depth = jnp.asarray(ctx.schedule.depths, jnp.float32)[iteration]
+  weight = count  # of `Q_i` in `Q_SH`; the visits and diagnostics count particles
   if ctx.iteration_weights == "variance":
-    count = _variance_weights(ctx, state, count)
-  halving = sequential_halving.record_iteration(state.halving, q_iter, count, depth, iteration)
+    weight = _variance_weights(ctx, state, count)
+  halving = sequential_halving.record_iteration(state.halving, q_iter, count, depth, iteration,
+                                                weight)
   score = ctx.score(halving)
   if ctx.elimination == "random":
     keep_score = jax.random.uniform(jax.random.fold_in(elimination_key, iteration), score.shape)
