@@ -45,6 +45,21 @@ def test_smcts_never_chooses_an_action_it_did_not_search(num_actions, num_simula
     assert np.any(visits == 0)  # the situation the test is about does arise
 
 
+@pytest.mark.parametrize("elimination", ["sequential_halving", "random"])
+def test_tsmcts_never_chooses_an_action_it_did_not_search(elimination):
+  # As above: an unsearched action's mixed value is the largest completed Q. With random
+  # elimination (the ablation) the winner is any evaluated candidate, never an unvisited one.
+  batch, num_actions = 64, 32
+  root = mctx.RootFnOutput(prior_logits=jnp.zeros((batch, num_actions)),
+                           value=jnp.ones((batch,)), embedding=jnp.zeros((batch,)))
+  output = jax.jit(lambda key: smctx.tsmcts_policy(
+      None, key, root, _zero_model(num_actions), 64, num_particles=8,
+      elimination=elimination))(jax.random.key(0))
+  visits = np.asarray(output.search_tree.summary().visit_counts)
+  assert np.all(visits[np.arange(batch), np.asarray(output.action)] > 0)
+  assert np.any(visits == 0)
+
+
 @pytest.mark.parametrize("name", POLICIES)
 def test_nan_root_logits_are_invalid_actions(name):
   # Action 1 has a NaN logit in every row: it gets no particles, no weight,
