@@ -1,5 +1,6 @@
 """Numerical edges give defined, finite outputs; data problems are reported or raised."""
 
+import dataclasses
 import functools
 
 import jax
@@ -7,8 +8,10 @@ import jax.numpy as jnp
 import mctx
 import numpy as np
 import pytest
+from jax.experimental import checkify
 
 import smctx
+from smctx._src import checking
 from tests.policies import each_policy_slow_but_tsmcts
 
 B, A = 4, 5
@@ -205,6 +208,42 @@ def test_checked_mode_raises_on_data_problems_and_passes_clean_data(policy):
                       32)
   error.throw()  # clean data: no error
   assert out.action.shape == (B,)
+
+
+def _diagnostics(**problems):
+  """A `SearchDiagnostics` with zeros everywhere but the given per-row problem fields."""
+  fields = {f.name: jnp.zeros((B,), jnp.int32) for f in dataclasses.fields(smctx.SearchDiagnostics)}
+  fields["next_root"] = smctx.WarmStart.zeros(B, A)
+  fields.update({k: jnp.asarray(v) for k, v in problems.items()})
+  return smctx.SearchDiagnostics(**fields)
+
+
+# The end-to-end check above is slow-marked; these keep `checked`'s checks in the default run.
+# One bad row among clean ones must raise (any row, not all rows), with its count.
+@pytest.mark.parametrize("problem, message", [
+    (dict(nonfinite_root=[False, True, False, False]),
+     r"root.value or root.prior_logits is NaN/inf in 1 rows"),
+    (dict(nonfinite_model_outputs=[0, 3, 0, 5]), r"recurrent_fn returned NaN/inf for 8 particle"),
+    (dict(no_valid_action=[False, False, True, False]), r"every action invalid in 1 rows"),
+])
+def test_check_diagnostics_raises_on_one_bad_row_with_its_count(problem, message):
+  error, _ = checkify.checkify(checking.check_diagnostics)(_diagnostics(**problem))
+  with pytest.raises(Exception, match=message):
+    error.throw()
+  clean, _ = checkify.checkify(checking.check_diagnostics)(_diagnostics())
+  clean.throw()
+
+
+def test_checked_policy_checks_its_output_with_the_given_invalid_actions():
+  # The wrapper must pass invalid_actions to the policy and check what it returns.
+  search = jax.jit(smctx.checked(smctx.smc_policy), static_argnums=(3, 4))
+  invalid = jnp.zeros((B, A), bool).at[1].set(True)
+  error, out = search(None, jax.random.PRNGKey(0), _root(),
+                      _model(jnp.arange(A, dtype=jnp.float32)), 16, invalid)
+  with pytest.raises(Exception, match="every action invalid in 1 rows"):
+    error.throw()
+  np.testing.assert_array_equal(np.asarray(out.search_tree.extra_data.no_valid_action),
+                                [False, True, False, False])
 
 
 @each_policy_slow_but_tsmcts

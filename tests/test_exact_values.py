@@ -226,6 +226,32 @@ def test_smcts_one_step_default_qtransform_with_unvisited_actions():
                                np.sum(expected_w * completed), rtol=0, atol=1e-5)
 
 
+def test_smcts_searches_the_gumbel_top_actions_and_picks_by_noise_prior_and_q():
+  """N = 2 < A = 5: the particles take the two actions of largest g + logits, g the root
+  noise the search reports, and no other; the action maximises g + logits + c·Q over them.
+
+  Random logits and rewards over 16 rows, so that the noise, the prior and Q each decide
+  some rows (with gumbel_scale=0, or data where argmax r decides, dropping a term passes).
+  """
+  rng = np.random.default_rng(5)
+  batch = 16
+  rewards = (0.3 * rng.normal(size=(batch, 5))).astype(F32)
+  logits = rng.normal(size=(batch, 5)).astype(F32)
+  search = jit_policy(smctx.smcts_policy, bandit_model(rewards), num_simulations=4,
+                      num_particles=2, qtransform=linear_qtransform(LINEAR_C))
+  out = search(jax.random.PRNGKey(4), bandit_root(logits, np.zeros(batch, F32)))
+  g = np.asarray(out.search_tree.extra_data.root_gumbel, np.float64)
+  top2 = np.argsort(-(g + logits), axis=-1)[:, :2]
+  searched = np.zeros((batch, 5), bool)
+  np.put_along_axis(searched, top2, True, axis=-1)
+  np.testing.assert_array_equal(
+      np.asarray(out.search_tree.extra_data.particles_per_action)[:, 0], searched.astype(int))
+  _, visits = summary_np(out)
+  np.testing.assert_array_equal(visits > 0, searched)
+  score = np.where(searched, g + logits + LINEAR_C * rewards, -np.inf)
+  np.testing.assert_array_equal(np.asarray(out.action), np.argmax(score, -1))
+
+
 def test_tsmcts_bandit_default_qtransform_visits_by_hand():
   """A = 4, N = 8, 16 simulations: m1 = 4, K = 2, T_SH = 1; mctx's transform (`variant="paper"`).
 
@@ -522,6 +548,46 @@ def test_smc_one_step_target_converges_to_tilted_prior():
   # N = 4096 (the 1/sqrt(N) rate gives a ratio of about 8).
   assert tv[4096] < 0.025, tv
   assert tv[64] > 4.0 * tv[4096], tv
+
+
+def test_smc_one_step_tree_value_visits_and_noisy_action():
+  # One step deep, a final particle's return is q(a) = r(a) + γ·v'(a) exactly, so the tree's
+  # root value is the weighted mean return Σ_a π(a)·q(a) and its visits count the N final
+  # particles. Actions 3 and 4 have prior ≈ 0: never sampled, they keep weight 0, and the
+  # action (π sampled with the reported Gumbel noise, scaled up so that it decides) must
+  # avoid them.
+  logits = np.array([0.3, 0.0, -0.4, -40.0, -40.0], F32)
+  rewards = np.array([0.2, -0.3, 0.4, 1.0, 1.0], F32)
+  next_value = np.array([0.1, 0.5, -0.2, 0.0, 0.0], F32)
+  gamma, tau, batch, n = 0.9, 0.5, 8, 16
+
+  def recurrent_fn(params, rng_key, action, embedding):
+    del params, rng_key
+    m = action.shape[0]
+    out = mctx.RecurrentFnOutput(
+        reward=jnp.asarray(rewards)[action], discount=jnp.full((m,), gamma, jnp.float32),
+        prior_logits=jnp.zeros((m, 5), jnp.float32), value=jnp.asarray(next_value)[action])
+    return out, embedding
+
+  v_root = np.linspace(-1.0, 1.0, batch).astype(F32)
+  root = mctx.RootFnOutput(prior_logits=jnp.broadcast_to(jnp.asarray(logits), (batch, 5)),
+                           value=jnp.asarray(v_root), embedding=jnp.zeros((batch,), jnp.int32))
+  search = jit_policy(smctx.smc_policy, recurrent_fn, num_simulations=n, num_particles=n,
+                      td_scale="none", temperature=tau, gumbel_scale=100.0)
+  out = search(jax.random.PRNGKey(3), root)
+  q_true = (rewards + gamma * next_value).astype(np.float64)
+  w = np.asarray(out.action_weights, np.float64)
+  assert np.all(w[:, 3:] == 0) and np.all(w.max(-1) < 0.99)  # weighted, not one action
+  tree = out.search_tree
+  np.testing.assert_allclose(np.asarray(tree.node_values[:, 0]), w @ q_true, rtol=0, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(tree.raw_values[:, 0]), v_root)  # the network's
+  visits = np.asarray(tree.summary().visit_counts)
+  np.testing.assert_array_equal(visits.sum(-1), np.full(batch, n))
+  np.testing.assert_array_equal(visits > 0, w > 0)
+  # action = argmax over π's support of log π + g, g the noise the search reports.
+  g = np.asarray(tree.extra_data.root_gumbel, np.float64)
+  expected = np.argmax(np.where(w > 0, np.log(np.maximum(w, 1e-300)) + g, -np.inf), -1)
+  np.testing.assert_array_equal(np.asarray(out.action), expected)
 
 
 # ----------------------------------------------------------------------------

@@ -501,6 +501,22 @@ def test_bad_static_arguments_raise_value_error_naming_them(name, kwargs, argume
                            lqr_recurrent_fn, **call)
 
 
+def test_recurrent_fn_not_callable_is_refused_naming_it():
+  x, candidates = spread_problem(0, batch=2, num_candidates=3)
+  with pytest.raises(ValueError, match="recurrent_fn must be callable; got str"):
+    smctx.sampled_smc_policy(lqr_params(), jax.random.key(0), lqr_root(x, candidates),
+                             "lqr", 16, action_sampler=gaussian_sampler)
+
+
+def test_max_depth_reaches_the_sampled_search():
+  # 16 simulations over 2 particles would take 8 steps; max_depth=3 caps them at 3.
+  x, candidates = spread_problem(0, batch=2, num_candidates=3)
+  out = jax.jit(lambda key: smctx.sampled_smc_policy(
+      lqr_params(), key, lqr_root(x, candidates), lqr_recurrent_fn, 16, max_depth=3,
+      num_particles=2, action_sampler=gaussian_sampler))(jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(out.search_tree.extra_data.depth), 3)
+
+
 def test_invalid_mask_of_the_wrong_shape_is_refused():
   x, candidates = spread_problem(0, batch=2, num_candidates=3)
   with pytest.raises(ValueError, match="invalid_actions"):

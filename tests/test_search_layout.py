@@ -70,6 +70,23 @@ def test_search_layout_is_what_the_search_runs(name):
   np.testing.assert_array_equal(diag.num_evaluations, layout.num_evaluations)
 
 
+def test_smcts_runs_the_latency_it_is_given():
+  # The by-hand layout above (num_steps=8: width 2, 8 steps) is what the search runs; the
+  # comparison for every policy is slow-marked but for TSMCTS, whose options differ.
+  root = mctx.RootFnOutput(prior_logits=jnp.zeros((2, 4)), value=jnp.zeros((2,)),
+                           embedding=jnp.zeros((2,)))
+
+  def recurrent_fn(params, key, action, embedding):
+    z = jnp.zeros_like(embedding)
+    return mctx.RecurrentFnOutput(reward=z, discount=z + 1.0, prior_logits=jnp.zeros((2, 4)),
+                                  value=z), embedding
+
+  out = jax.jit(lambda key: smctx.smcts_policy(None, key, root, recurrent_fn, 16, num_steps=8))(
+      jax.random.key(0))
+  np.testing.assert_array_equal(out.search_tree.extra_data.depth, 8)
+  np.testing.assert_array_equal(out.search_tree.extra_data.num_particles, 2)
+
+
 @pytest.mark.parametrize("kw,name", [
     (dict(policy="mcts"), "policy"), (dict(num_simulations=0), "num_simulations"),
     (dict(num_actions=2.5), "num_actions"), (dict(variant="fast"), "variant"),

@@ -83,6 +83,34 @@ def test_temperature_nonfinite(policy):
 
 
 @each_policy
+def test_num_simulations_bool(policy):
+  # bool subclasses int: True must not pass as a budget of 1.
+  with pytest.raises(ValueError, match=r"num_simulations=True is not accepted; expected a posit"):
+    _call(policy, num_simulations=True)
+
+
+@each_policy
+def test_temperature_zero(policy):
+  # The TD log-weights are divided by the temperature: 0 is refused, not turned into NaN.
+  with pytest.raises(ValueError, match=r"temperature=0.0 is not accepted; expected .* > 0"):
+    _call(policy, temperature=0.0)
+
+
+@each_policy
+def test_gumbel_scale_nonfinite(policy):
+  with pytest.raises(ValueError, match=r"gumbel_scale=inf is not accepted; expected a finite"):
+    _call(policy, gumbel_scale=float("inf"))
+
+
+@each_policy
+@pytest.mark.parametrize("ess_threshold", [0.0, 1.0])
+def test_ess_threshold_interval_is_closed(policy, ess_threshold):
+  # Documented range [0, 1], both ends included; tracing alone (eval_shape) shows acceptance.
+  out = jax.eval_shape(lambda: _call(policy, ess_threshold=ess_threshold))
+  assert out.action.shape == (B,)
+
+
+@each_policy
 def test_root_logits_rank(policy):
   with pytest.raises(ValueError, match=r"root.prior_logits has shape \(2, 4, 1\); expected"):
     _call(policy, root=_root(prior_logits=jnp.zeros((B, A, 1))))
@@ -104,6 +132,19 @@ def test_root_logits_integer_dtype(policy):
 def test_root_embedding_batch(policy):
   with pytest.raises(ValueError, match=r"root.embedding has a leaf of shape \(5, 3\)"):
     _call(policy, root=_root(embedding={"x": jnp.zeros((5, 3))}))
+
+
+@each_policy
+def test_root_with_no_actions(policy):
+  with pytest.raises(ValueError, match=r"root.prior_logits has shape \(2, 0\); num_actions must"):
+    _call(policy, root=_root(prior_logits=jnp.zeros((B, 0))))
+
+
+@each_policy
+def test_root_embedding_scalar_leaf(policy):
+  # A 0-d leaf has no batch axis at all: refused by name, not by an indexing error later.
+  with pytest.raises(ValueError, match=r"root.embedding has a leaf of shape \(\)"):
+    _call(policy, root=_root(embedding={"x": jnp.zeros((B, 3)), "t": jnp.zeros(())}))
 
 
 @each_policy
@@ -140,6 +181,13 @@ def test_model_next_embedding_structure(policy):
 def test_model_next_embedding_shape(policy):
   with pytest.raises(ValueError, match=r"next-embedding leaf of shape \(\d+, 2\)"):
     _call(policy, recurrent_fn=_model(next_embedding=lambda e: e[:, :2]))
+
+
+@each_policy
+def test_model_next_embedding_dtype(policy):
+  # Same shape, other dtype: the loop carry would change type between steps.
+  with pytest.raises(ValueError, match=r"next-embedding leaf of shape \(\d+, 3\) and dtype int32"):
+    _call(policy, recurrent_fn=_model(next_embedding=lambda e: e.astype(jnp.int32)))
 
 
 @each_policy
