@@ -94,6 +94,14 @@ def test_td_lambda_outside_0_1_is_refused(bad):
     smctx.tsmcts_policy(None, jax.random.key(0), root, recurrent_fn, 8, td_lambda=bad)
 
 
+@pytest.mark.parametrize("bad", [0.0, 1.5])
+def test_smcts_td_lambda_outside_0_1_is_refused(bad):
+  # SMCTS checks td_lambda itself (it does not go through TSMCTS's checks).
+  root, recurrent_fn = lines_model(np.ones((2, 2)), np.ones((2, 2)))
+  with pytest.raises(ValueError, match="td_lambda"):
+    smctx.smcts_policy(None, jax.random.key(0), root, recurrent_fn, 8, td_lambda=bad)
+
+
 def test_iteration_weights_unknown_is_refused():
   root, recurrent_fn = lines_model(np.ones((2, 2)), np.ones((2, 2)))
   with pytest.raises(ValueError, match="iteration_weights"):
