@@ -211,6 +211,27 @@ def test_variant_sets_the_default_width_and_depth(variant, kwargs, width, depths
   np.testing.assert_array_equal(diagnostics.depth, np.broadcast_to(depths, (4, 2)))
 
 
+@pytest.mark.parametrize("variant,kwargs,num_steps", [
+    ("smctx", {}, 5), ("paper", {}, 6), ("smctx", dict(depth_per_iteration=4), 8),
+    ("paper", dict(depth_per_iteration=2), 4)])
+def test_variant_sets_the_number_of_steps_without_compiling(variant, kwargs, num_steps):
+  # The per-step diagnostics have one column per sequential call: the sum of the depths
+  # above ((2, 3), (3, 3), (4, 4), (2, 2)). Shapes only (`jax.eval_shape`), nothing compiled,
+  # so the slow cases above are checked in the default run too.
+  shapes = jax.eval_shape(functools.partial(
+      smctx.tsmcts_policy, recurrent_fn=_counting_fn(4), num_simulations=64, variant=variant,
+      **kwargs), None, jax.random.key(0), _root(4))
+  assert shapes.search_tree.extra_data.ess.shape == (4, num_steps)
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_resampling_method_reaches_the_search(name):
+  program = lambda method: str(jax.make_jaxpr(functools.partial(
+      POLICIES[name], recurrent_fn=_counting_fn(4), num_simulations=64,
+      resampling_method=method))(None, jax.random.key(0), _root(4)))
+  assert program("multinomial") != program("systematic")
+
+
 @pytest.mark.parametrize("kwargs", [dict(reuse_successors=1), dict(reuse_successors="yes"),
                                     dict(reuse_successors=True, max_depth=3)])
 def test_bad_reuse_successors_is_refused_naming_the_argument(kwargs):
