@@ -607,3 +607,90 @@ def test_tabular_solve_matches_brute_force_over_deterministic_policies():
     best = np.maximum(best, v)
   np.testing.assert_allclose(v_star, best, rtol=0, atol=1e-8)
   np.testing.assert_allclose(q_star, r + g * p @ best, rtol=0, atol=1e-8)
+
+
+def _hand_mdp(two_player, rewards, values=(0.0, 0.0, 0.0)):
+  """States 0, 1 and terminal 2; actions 0, 1 (deterministic):
+  0 -a0-> 1, 0 -a1-> 2, 1 -a0-> 0, 1 -a1-> 1 (self-loop); discount 0.5."""
+  p = np.zeros((3, 2, 3))
+  p[0, 0, 1] = p[0, 1, 2] = p[1, 0, 0] = p[1, 1, 1] = 1.0
+  p[2, :, 2] = 1.0
+  return tabular.TabularMDP(transitions=p, rewards=np.asarray(rewards, np.float64),
+                            discount=0.5, terminal=np.array([False, False, True]),
+                            prior_logits=np.zeros((3, 2)), values=np.asarray(values),
+                            two_player=two_player)
+
+
+def test_tabular_solve_two_player_negamax_and_model_by_hand():
+  """Negamax by hand: V1 = max(1 − ½V0, −1 − ½V1), V0 = max(−½V1, ½) give V0 = ½, V1 = ¾."""
+  mdp = _hand_mdp(True, [[0.0, 0.5], [1.0, -1.0], [0.0, 0.0]], values=[0.1, 0.2, 0.3])
+  q, v = tabular.solve(mdp)
+  np.testing.assert_allclose(v, [0.5, 0.75, 0.0], atol=1e-9)
+  np.testing.assert_allclose(q, [[-0.375, 0.5], [0.75, -1.375], [0.0, 0.0]], atol=1e-9)
+  # The model: −γ per ply; entering the terminal state ends the episode with value 0.
+  _, recurrent_fn = tabular.model(mdp)
+  out, nxt = recurrent_fn(None, jax.random.PRNGKey(0), jnp.array([0, 1]), jnp.array([1, 0]))
+  np.testing.assert_array_equal(nxt, [0, 2])
+  np.testing.assert_allclose(out.reward, [1.0, 0.5])
+  np.testing.assert_allclose(out.discount, [-0.5, 0.0])
+  np.testing.assert_allclose(out.value, [0.1, 0.0])
+
+
+def test_tabular_solve_all_negative_rewards_by_hand():
+  """Values that decrease from the initial 0 still converge: V1 = −1 + ½V1 = −2."""
+  mdp = _hand_mdp(False, [[-1.0, -3.0], [-4.0, -1.0], [0.0, 0.0]])
+  q, v = tabular.solve(mdp)
+  # V0 = max(−1 + ½V1, −3) = −2, V1 = max(−4 + ½V0, −1 + ½V1) = −2.
+  np.testing.assert_allclose(v, [-2.0, -2.0, 0.0], atol=1e-9)
+  np.testing.assert_allclose(q, [[-2.0, -3.0], [-5.0, -2.0], [0.0, 0.0]], atol=1e-9)
+
+
+@pytest.mark.parametrize("two_player", [False, True])
+def test_tabular_evaluate_policy_against_iterated_bellman_expectation(two_player):
+  """`evaluate_policy` against 2000 sweeps of V ← Σ_a π(R + sign·γ·P·(live·V)), terminal V = 0
+  (the terminal row has a nonzero reward entry, which the model never pays)."""
+  mdp = _hand_mdp(two_player, [[0.2, 0.7], [1.0, -0.4], [5.0, 5.0]])
+  policy = np.array([[0.3, 0.7], [0.6, 0.4], [0.5, 0.5]])
+  sign = -1.0 if two_player else 1.0
+  live = np.array([1.0, 1.0, 0.0])
+  v = np.zeros(3)
+  for _ in range(2000):
+    q_ref = mdp.rewards + sign * 0.5 * mdp.transitions @ (live * v)
+    v = live * np.sum(policy * q_ref, -1)
+  q_ref = (mdp.rewards + sign * 0.5 * mdp.transitions @ (live * v)) * live[:, None]
+  q, v_pi = tabular.evaluate_policy(mdp, policy)
+  np.testing.assert_allclose(v_pi, v, atol=1e-9)
+  np.testing.assert_allclose(q, q_ref, atol=1e-9)
+
+
+def _value_iteration(p, r, gamma, sweeps=2000):
+  v = np.zeros(r.shape[0])
+  for _ in range(sweeps):
+    v = np.max(r + gamma * p @ v, -1)
+  return r + gamma * p @ v, v
+
+
+def test_tabular_random_mdp_network_is_as_documented():
+  """values = V* + value_noise·std(V*)·ε; prior logits = prior_quality·(Q* − V*)/std(Q*)."""
+  mdp = tabular.random_mdp(5, num_states=60, num_actions=4, discount=0.9, branching=2,
+                           reward_scale=10.0, value_noise=1.0, prior_noise=0.0, prior_quality=2.0)
+  q, v = _value_iteration(mdp.transitions, mdp.rewards, 0.9)
+  np.testing.assert_allclose(mdp.prior_logits, 2.0 * (q - v[:, None]) / np.std(q), atol=1e-6)
+  ratio = np.std(mdp.values - v) / np.std(v)
+  assert 0.75 < ratio < 1.25, ratio
+
+
+def test_tabular_grid_world_values_in_closed_form():
+  """3x3 grid, food at cell 8: V*(cell) = γ^(d−1) with d its Manhattan distance to the food."""
+  gamma = 0.9
+  mdp = tabular.grid_world(3, discount=gamma, value_noise=0.0)
+  q, v = tabular.solve(mdp)
+  rows, cols = np.divmod(np.arange(9), 3)
+  d = (2 - rows) + (2 - cols)
+  expected = np.where(d > 0, gamma ** (d - 1.0), 0.0)
+  np.testing.assert_allclose(v[:8], expected[:8], atol=1e-9)
+  np.testing.assert_allclose(v[9:], 0.0)  # dead, fed
+  # Cell 0: up and left leave the grid (−1); down and right step towards the food.
+  np.testing.assert_allclose(q[0], [-1.0, gamma * v[3], -1.0, gamma * v[1]], atol=1e-9)
+  np.testing.assert_allclose(q[5, 1], 1.0)  # down from (1, 2) reaches the food
+  np.testing.assert_allclose(mdp.values, np.where(mdp.terminal, 0.0, v), atol=1e-9)

@@ -191,6 +191,84 @@ def test_merged_model_steps():
   assert set(np.asarray(nxt).tolist()) <= allowed and len(set(np.asarray(nxt).tolist())) > 1
 
 
+def test_chain_network_is_informative_within_visible_steps():
+  length, visible = problems.CHAIN_LENGTH, problems.CHAIN_VISIBLE
+  p = problems.chain_problem(0, "good", 4)
+  noise = problems.NETWORKS["good"].value_noise * np.std(p.v_star[:length])
+  near = np.arange(length - visible, length)  # goal within `visible` forward moves
+  assert np.all(np.abs(p.values[near] - p.v_star[near]) < 6 * noise)
+  np.testing.assert_array_equal(p.values[length:], 0.0)  # goal, bail: terminal
+
+
+def test_networks_follow_their_definition_on_tic_tac_toe():
+  """Over the ~4500 live positions: value residuals have std `value_noise·std(V*[live])`, the
+  row-centred legal logits regress on `(Q* − V*)/std(Q*[live, legal])` with slope
+  `prior_quality`, terminal values are 0, and different networks draw independent noise."""
+  residuals = {}
+  for name in ("good", "poor"):
+    spec = problems.NETWORKS[name]
+    p = problems.tic_tac_toe_problem(0, name, 8)
+    live = ~p.terminal
+    np.testing.assert_array_equal(p.values[p.terminal], 0.0)
+    residuals[name] = (p.values - p.v_star)[live]
+    ratio = np.std(residuals[name]) / np.std(p.v_star[live]) / spec.value_noise
+    assert abs(ratio - 1.0) < 0.025, (name, ratio)
+    legal = p.legal[live]
+    count = legal.sum(-1, keepdims=True)
+    adv = (p.q_star - p.v_star[:, None])[live] / np.std(p.q_star[live][legal])
+
+    def centred(x, legal=legal, count=count):
+      x = np.where(legal, x, 0.0)
+      return np.where(legal, x - x.sum(-1, keepdims=True) / count, 0.0)
+
+    x, y = centred(adv), centred(p.prior_logits[live].astype(np.float64))
+    slope = np.sum(x * y) / np.sum(x * x)
+    assert abs(slope - spec.prior_quality) < 0.05, (name, slope)
+  assert abs(np.corrcoef(residuals["good"], residuals["poor"])[0, 1]) < 0.1
+
+
+def test_wrong_prior_leaves_states_without_a_worst_action_alone():
+  p = problems.tic_tac_toe_problem(0, "wrong_prior", 8)
+  assert np.all(np.isfinite(p.prior_logits))
+  q = np.where(p.legal, p.q_star, np.inf)
+  ties = ~p.terminal & (p.v_star - q.min(-1) <= 1e-9) & (p.legal.sum(-1) >= 2)
+  logits = p.prior_logits.astype(np.float64)
+  prior = np.exp(logits - logits.max(-1, keepdims=True))
+  prior /= prior.sum(-1, keepdims=True)
+  at_mass = np.any(np.abs(prior[ties] - problems.NETWORKS["wrong_prior"].wrong_prior_mass)
+                   < 1e-6, -1)
+  assert ties.sum() > 50 and at_mass.mean() < 0.05, (ties.sum(), at_mass.mean())
+
+
+def test_merge_maps_every_problems_roots_and_tables():
+  probs = [problems.chain_problem(0, "good", 3), problems.tic_tac_toe_problem(0, "good", 4),
+           problems.random_problem(0, "good", 5, branching=3)]
+  params, roots, offsets = problems.merge(probs)
+  np.testing.assert_array_equal(offsets, [0, 22, 22 + probs[1].num_states])
+  start = 0
+  for p, offset in zip(probs, offsets, strict=True):
+    mine = roots[start:start + len(p.roots)]
+    start += len(p.roots)
+    np.testing.assert_array_equal(mine, p.roots + offset)
+    np.testing.assert_allclose(params["values"][mine], p.values[p.roots], rtol=1e-6)
+    np.testing.assert_allclose(params["rewards"][mine], p.rewards[p.roots], rtol=1e-6)
+  assert start == len(roots)
+
+
+def test_merged_model_samples_successors_with_their_probabilities():
+  rnd = problems.random_problem(0, "good", 4, branching=3)
+  params, _, offsets = problems.merge([problems.chain_problem(0, "good", 2), rnd])
+  s, a, n = int(rnd.roots[0]), 0, 20000
+  assert np.max(np.abs(rnd.probs[s, a] - 1 / 3)) > 0.05  # far enough from uniform
+  _, recurrent_fn = problems.model()
+  state = jnp.full((n,), offsets[1] + s, jnp.int32)
+  _, nxt = recurrent_fn(params, jax.random.PRNGKey(3), jnp.full((n,), a, jnp.int32), state)
+  freq = np.bincount(np.asarray(nxt) - offsets[1], minlength=rnd.num_states) / n
+  expected = np.zeros(rnd.num_states)
+  np.add.at(expected, rnd.next_states[s, a], rnd.probs[s, a])
+  np.testing.assert_allclose(freq, expected, atol=0.015)
+
+
 def test_match_budget_brackets_the_target():
   grid = quality.budget_grid((16, 64), 4096)
   assert grid[:6] == [8, 12, 16, 24, 32, 48]
