@@ -29,9 +29,9 @@ Networks (`NETWORKS`): `good` (value noise of 0.25 standard deviations of
 `V*`, an informative prior whose argmax has a normalised regret of about
 0.04-0.12), `poor` (value noise of one standard deviation, a weakly
 informative, noisy prior: argmax regret about 0.25-0.4) and `wrong_prior`
-(the `good` values and prior, except that the prior puts `wrong_prior_mass` =
-0.8 on the legal action with the lowest `Q*` in every non-terminal state where
-actions differ).
+(the `good` settings with their own draw of the noise, except that the prior
+puts `wrong_prior_mass` = 0.8 on the legal action with the lowest `Q*` in every
+non-terminal state where actions differ).
 
 Illegal actions (occupied cells in tic-tac-toe) have prior logit
 `finfo(float32).min` and are masked at the root (`legal`); below the root a
