@@ -10,6 +10,7 @@ study's tiny mode runs end to end under `-m slow`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -119,18 +120,23 @@ def test_transition_error_rate_and_uniform_other_states(setup, p):
   assert np.all((nxt.state >= lo) & (nxt.state < hi))
 
 
-def test_wrong_successors_are_uniform_over_the_other_states(setup):
+@pytest.mark.parametrize("p", [1.0, 0.3])
+def test_wrong_successors_are_uniform_over_the_other_states(setup, p):
+  """At p < 1 too: whether a successor is wrong and which wrong one it is are independent."""
   probs, params, offsets, step = setup
   chain = probs[1]
   local, action = 5, 0
   true = offsets[1] + chain.next_states[local, action, 0]
   states = np.full(N, offsets[1] + local)
-  _, nxt = _call(step, params, model_error.Corruption(transition=1.0), states,
+  _, nxt = _call(step, params, model_error.Corruption(transition=p), states,
                  np.full(N, action))
-  assert np.all(nxt.state != true)
-  counts = np.bincount(nxt.state - offsets[1], minlength=chain.num_states)
+  wrong = nxt.state[nxt.state != true]
+  if p == 1.0:
+    assert len(wrong) == N
+  counts = np.bincount(wrong - offsets[1], minlength=chain.num_states)
+  assert counts[true - offsets[1]] == 0
   others = np.delete(counts, true - offsets[1])
-  expected = N / (chain.num_states - 1)
+  expected = len(wrong) / (chain.num_states - 1)
   chi2 = np.sum((others - expected) ** 2 / expected)
   assert chi2 < 45.3, chi2  # chi-square with 20 degrees of freedom: 0.999 quantile 45.3
 
@@ -240,6 +246,90 @@ def test_fixed_noise_is_the_same_every_call_and_has_the_rate(setup):
   rate = np.mean(na.state[:n] != true_next[:n])  # over the distinct pairs
   assert abs(rate - p) < 4.5 * np.sqrt(p * (1 - p) / n), rate
   assert np.std(a.reward[:n] - true_reward[:n]) > 0  # one error per pair, not one for all
+
+
+def test_fixed_noise_depends_on_the_action_the_depth_and_the_node_not_its_parent(setup):
+  """Fixed errors are a function of (state, action) for rewards and of the node reached
+  (successor, depth) for its value and prior: every action of a state has its own reward
+  error, one successor reached at two depths has two value errors, and one successor reached
+  from two different parents at one depth has one value and one prior."""
+  probs, params, offsets, _ = setup
+  step = jax.jit(model_error.model(noise="fixed", seed=5)[1])
+  c = model_error.Corruption(reward_noise=1.0, value_noise=0.5, prior_noise=0.5)
+  p = probs[0]  # deterministic: next_states[s, a, 0] is the successor
+  live = np.flatnonzero(~p.terminal)
+  s = live[0]
+  actions = np.arange(problems.NUM_ACTIONS)
+  states = np.full(len(actions), offsets[0] + s)
+  out, _ = _call(step, params, c, states, actions, depth=1)
+  reward_err = out.reward - p.rewards[s]
+  assert np.ptp(reward_err) > 1e-2, reward_err  # not one error for all, up to float32 rounding
+  # One successor at depths 2 and 3: the errors per unit of depth differ.
+  t = p.next_states[s, :, 0]
+  value_err = [(_call(step, params, c, states, actions, depth=d - 1)[0].value - p.values[t]) / d
+               for d in (2, 3)]
+  live_t = ~p.terminal[t]
+  assert np.max(np.abs(value_err[0] - value_err[1])[live_t]) > 1e-2, value_err
+  # Two different parents with the same live successor, found in the problem's own table.
+  succ = p.next_states[live, :, 0]
+  pairs = {}
+  for i, s1 in enumerate(live):
+    for a1 in range(problems.NUM_ACTIONS):
+      nxt = succ[i, a1]
+      if p.terminal[nxt]:
+        continue
+      if nxt in pairs and pairs[nxt][0] != s1:
+        (s0, a0) = pairs[nxt]
+        break
+      pairs.setdefault(nxt, (s1, a1))
+    else:
+      continue
+    break
+  out, emb = _call(step, params, c, offsets[0] + np.array([s0, s1]), np.array([a0, a1]),
+                   depth=2)
+  np.testing.assert_array_equal(emb.state, offsets[0] + nxt)
+  assert out.value[0] != p.values[nxt]
+  assert out.value[0] == out.value[1]
+  np.testing.assert_array_equal(out.prior_logits[0], out.prior_logits[1])
+
+
+@pytest.mark.parametrize("noise", ["fresh", "fixed"])
+def test_value_and_prior_noise_are_independent(setup, noise):
+  """`ε` (value) and `ε_a` (prior) are separate draws: uncorrelated for every action."""
+  probs, params, offsets, _ = setup
+  step = jax.jit(model_error.model(noise=noise, seed=2)[1])
+  which, states, actions = _draws(probs, offsets, seed=21)
+  true_next, _, true_value, true_logits = _true(probs, offsets, which, states, actions)
+  out, _ = _call(step, params, model_error.Corruption(value_noise=0.2, prior_noise=0.3),
+                 states, actions, depth=1)
+  live = ~np.concatenate([q.terminal for q in probs])[true_next]
+  keep = np.flatnonzero(live)
+  if noise == "fixed":  # one draw per node (successor at depth 2): count each node once
+    keep = keep[np.unique(true_next[keep], return_index=True)[1]]
+  value_eps = (out.value - true_value)[keep]
+  logit_eps = (out.prior_logits - true_logits)[keep]
+  n = len(keep)
+  for a in range(problems.NUM_ACTIONS):
+    corr = np.corrcoef(value_eps, logit_eps[:, a])[0, 1]
+    assert abs(corr) < 4.5 / np.sqrt(n), (a, corr)
+
+
+def test_scales_use_only_the_legal_actions_of_live_states(setup):
+  probs, _, _, _ = setup
+  p = probs[1]
+  live = ~p.terminal
+  legal = p.legal.copy()
+  legal[:, 0] = False  # action 0 illegal everywhere, with an outlying reward
+  rewards = p.rewards.copy()
+  rewards[:, 0] = 100.0
+  q = dataclasses.replace(p, legal=legal, rewards=rewards)
+  want_reward = np.std(p.rewards[live][:, 1:])  # the legal actions 1.. of the live states
+  want_value = np.std(p.v_star[live])
+  reward_scale, value_scale = model_error.scales(q)
+  np.testing.assert_allclose(reward_scale, want_reward, rtol=1e-6)
+  np.testing.assert_allclose(value_scale, want_value, rtol=1e-6)
+  params, _, _ = model_error.merge([q])
+  np.testing.assert_allclose(params["reward_scale"], want_reward, rtol=1e-6)
 
 
 def test_corruption_kinds_and_validation():

@@ -604,3 +604,30 @@ def test_gymnax_model_inside_tsmcts_under_jit():
   assert set(np.asarray(out.action).tolist()) <= {0, 1}
   np.testing.assert_allclose(np.asarray(out.action_weights).sum(-1), 1.0, rtol=1e-5)
   assert np.all(np.isfinite(np.asarray(out.search_tree.node_values[:, 0])))
+
+
+class _GymnaxCounterEnv:
+  """A fake gymnax env: the state is a count, `done` only on reaching 2 (stepping past gives
+  `done = False` again, so only the adapter's own flag keeps a finished episode over)."""
+
+  def step_env(self, key, state, action, params):
+    del key, action, params
+    count = state + 1
+    return count.astype(jnp.float32)[None], count, jnp.float32(1.0), count == 2, {}
+
+
+def test_gymnax_finished_episode_stays_over_when_the_env_forgets_it():
+  def apply(params, observation):
+    del params
+    return jnp.zeros((observation.shape[0], 2)), 0.5 + observation[:, 0]
+
+  _, recurrent_fn = models.gymnax_model(_GymnaxCounterEnv(), None, apply, discount=0.9)
+  # Batch: a plain step, the step that ends the episode, a step of a finished episode.
+  embedding = (jnp.array([0, 1, 2], jnp.int32), jnp.array([False, False, True]))
+  output, (count, over) = jax.jit(recurrent_fn)(
+      None, jax.random.PRNGKey(0), jnp.zeros((3,), jnp.int32), embedding)
+  np.testing.assert_array_equal(count, [1, 2, 2])
+  np.testing.assert_array_equal(over, [False, True, True])
+  np.testing.assert_allclose(output.reward, [1.0, 1.0, 0.0])
+  np.testing.assert_allclose(output.discount, [0.9, 0.0, 0.0], rtol=1e-6)
+  np.testing.assert_allclose(output.value, [1.5, 0.0, 0.0])
