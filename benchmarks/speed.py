@@ -415,6 +415,12 @@ def loop_kernels(hlo_text: str) -> dict:
         (re.findall(r"%?([\w.\-]+)", group) for group in
          re.findall(rf"{key}=\{{([^}}]*)\}}", line)), [])
 
+  def callees(op, line):
+    """The computations a loop (body and condition), branch or call runs."""
+    keys = {"while": ("body", "condition"), "call": ("to_apply",),
+            "conditional": ("branch_computations", "true_computation", "false_computation")}
+    return sum((called(line, key) for key in keys.get(op, ())), [])
+
   bodies = [b for instructions in computations.values() for op, line in instructions
             if op == "while" for b in called(line, "body")]
   if not bodies:
@@ -435,31 +441,17 @@ def loop_kernels(hlo_text: str) -> dict:
       counts["loop_kernels"] += 1
       if op not in _CONTAINERS + ("copy",):
         counts[f"phase_{phase_of(_op_name(line))}"] += 1
-      if op == "while":
-        for sub in called(line, "body") + called(line, "condition"):
-          visit(sub)
-      elif op == "conditional":
-        for sub in called(line, "branch_computations") + called(line, "true_computation") + \
-            called(line, "false_computation"):
-          visit(sub)
-      elif op == "call":
-        for sub in called(line, "to_apply"):
-          visit(sub)
+      for sub in callees(op, line):
+        visit(sub)
 
   def one_step(name, pick):
+    """Kernels of `name` with one branch, by `pick` (min or max), of every conditional."""
     total = 0
     for op, line in computations.get(name, ()):
       if op in _NO_KERNEL:
         continue
-      total += 1
-      if op == "while":
-        total += sum(one_step(sub, pick)
-                     for sub in called(line, "body") + called(line, "condition"))
-      elif op == "conditional":
-        total += pick(one_step(sub, pick) for sub in called(line, "branch_computations") +
-                      called(line, "true_computation") + called(line, "false_computation"))
-      elif op == "call":
-        total += sum(one_step(sub, pick) for sub in called(line, "to_apply"))
+      inner = [one_step(sub, pick) for sub in callees(op, line)]
+      total += 1 + (pick(inner) if op == "conditional" else sum(inner))
     return total
 
   visit(main)

@@ -259,7 +259,8 @@ def test_step_keys_are_the_keys_each_step_would_split_for_itself(make_key, disti
     if distinct_copies:
       np.testing.assert_array_equal(data(step.copies), data(copies_key))
     # A particle slice's key is the same whether the step's key is split in the loop or before.
-    np.testing.assert_array_equal(data(particles_lib.particle_slice_keys(step.model, 3)),
+    np.testing.assert_array_equal(data(step.model),
                                   data(particles_lib.particle_slice_keys(model_key, 3)))
+  # Slice keys of another width are refused, not broadcast.
   with pytest.raises(AssertionError):
-    particles_lib.particle_slice_keys(keys.at(0).model, num_particles + 1)
+    particles_lib.uniform_per_slice(keys.at(0).sample, (2, num_particles + 1, 1))

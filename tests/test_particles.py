@@ -249,7 +249,8 @@ def _mutate_with_logits(logits_of):
     return output, embedding
   model = actions.DiscreteActions(recurrent_fn=recurrent_fn, num_actions=3)
   action = jnp.asarray([[2, 0, 2], [0, 0, 1]], jnp.int32)
-  return particles_lib.mutate(None, jax.random.PRNGKey(0), model, action, jnp.zeros((2, 3, 1)))
+  keys = particles_lib.particle_slice_keys(jax.random.PRNGKey(0), 3)
+  return particles_lib.mutate(None, keys, model, action, jnp.zeros((2, 3, 1)))
 
 
 def test_mutate_gives_nan_logits_no_prior_mass_and_counts_their_particles():

@@ -597,7 +597,7 @@ def test_sampled_next_actions_take_the_candidates_dtypes():
   model = actions.SampledActions(recurrent_fn=None, candidates=candidates,
                                  action_sampler=sampler)
   policy = jnp.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], jnp.float32)  # [B, N]
-  action = model.sample(jax.random.key(0), policy)
+  action = model.sample(jax.random.split(jax.random.key(0), 3), policy)
   assert action["u"].dtype == jnp.bfloat16 and action["k"].dtype == jnp.int32
   np.testing.assert_array_equal(np.asarray(action["u"], np.float32)[..., 0],
                                 [[1.5, 3.0, 4.5], [6.0, 7.5, 9.0]])

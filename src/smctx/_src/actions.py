@@ -68,8 +68,8 @@ class DiscreteActions:
     logits = particles_lib.sanitize_logits(jnp.where(jnp.isnan(logits), -jnp.inf, logits))
     return ModelOutput(output.reward, output.discount, output.value, logits, next_embedding, bad)
 
-  def sample(self, rng_key: chex.PRNGKey, policy: chex.Array) -> chex.Array:
-    """Next actions `[B, N]` from the logits `[B, N, A]`, one key per particle slice.
+  def sample(self, slice_keys: chex.Array, policy: chex.Array) -> chex.Array:
+    """Next actions `[B, N]` from the logits `[B, N, A]`, one key per particle slice `[N]`.
 
     The uniforms are those `SampledActions.sample` would give a sampler
     calling `particles.sample_actions(key, logits [B, A])` per slice, so
@@ -78,7 +78,7 @@ class DiscreteActions:
     transposes in and out of a vmap (0.1 ms of a 7 ms step at the headline
     `B·N = 4096`, `A = 32`, CPU).
     """
-    uniform = particles_lib.uniform_per_slice(rng_key, policy.shape[:-1] + (1,))
+    uniform = particles_lib.uniform_per_slice(slice_keys, policy.shape[:-1] + (1,))
     return particles_lib.sample_actions(None, policy, uniform=uniform)
 
 
@@ -149,13 +149,13 @@ class SampledActions:
     policy = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(output.policy), policy)
     return ModelOutput(output.reward, output.discount, output.value, policy, next_embedding, bad)
 
-  def sample(self, rng_key: chex.PRNGKey, policy: chex.ArrayTree) -> chex.ArrayTree:
+  def sample(self, slice_keys: chex.Array, policy: chex.ArrayTree) -> chex.ArrayTree:
     """Next actions `[B, N, ...]` from the policies `[B, N, ...]`, one sample per particle.
 
     The sampler sees one particle slice at a time, `[B, ...]` rows with the
-    slice's own key (`particles.over_particle_slices`).
+    slice's own key of `slice_keys [N]` (`particles.over_particle_slices`).
     """
-    return particles_lib.over_particle_slices(self._sample_slice, rng_key, policy)
+    return particles_lib.over_particle_slices(self._sample_slice, slice_keys, policy)
 
   def _sample_slice(self, rng_key: chex.PRNGKey, policy: chex.ArrayTree) -> chex.ArrayTree:
     """Next actions `[B, ...]` of one particle slice, checked and cast to the candidates' dtypes."""

@@ -236,8 +236,9 @@ class ActionModel(Protocol):
            embedding: chex.ArrayTree) -> ModelOutput:
     """One call of the user's model on every particle."""
 
-  def sample(self, rng_key: chex.PRNGKey, policy: chex.ArrayTree) -> chex.ArrayTree:
-    """Next actions `[B, N, ...]` drawn from the particles' policies."""
+  def sample(self, slice_keys: chex.Array, policy: chex.ArrayTree) -> chex.ArrayTree:
+    """Next actions `[B, N, ...]` drawn from the particles' policies, one key per particle
+    slice (`slice_keys [N]`)."""
 
 
 LoopFn = Callable[..., Any]

@@ -326,11 +326,11 @@ def run_smc(params: chex.ArrayTree, rng_key: chex.PRNGKey, model: ActionModel,
   particles = particles_lib.start_lambda_return(particles, config.td_lambda)
 
   def body(i: chex.Array, carry: tuple) -> tuple:
-    particles, values, td_scale = carry
-    step = particles_lib.mutate(params, keys.at(i).model, model, particles.action,
+    (particles, values, td_scale), keys_i = carry, keys.at(i)
+    step = particles_lib.mutate(params, keys_i.model, model, particles.action,
                                 particles.embedding)
     particles, values, td_scale, diag = smc_step(
-        particles, values, td_scale, step, keys.at(i), config, allow_resample=i < num_steps - 1,
+        particles, values, td_scale, step, keys_i, config, allow_resample=i < num_steps - 1,
         model=model)
     return (particles, values, td_scale), diag
 

@@ -87,39 +87,32 @@ def broadcast_to_particles(tree: chex.ArrayTree, num_particles: int) -> chex.Arr
       lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], num_particles) + x.shape[1:]), tree)
 
 
-def over_particle_slices(fn: Callable, rng_key: chex.PRNGKey,
+def over_particle_slices(fn: Callable, slice_keys: chex.Array,
                          *trees: chex.ArrayTree) -> chex.ArrayTree:
   """`fn(key_n, *slice_n)` for every particle slice `n`, as one batched call.
 
   The user's functions see what mctx shows them: `[B, ...]` rows, one per
   root, in root order. `trees` are `[B, N, ...]`; slice `n` is `[B, ...]`,
-  the `n`-th particle of every root, and gets its own key `key_n` (the `N`
-  keys of `jax.random.split(rng_key, N)`), so that a stochastic function
+  the `n`-th particle of every root, and gets its own key `key_n` of
+  `slice_keys` (`[N]`, `particle_slice_keys`), so that a stochastic function
   draws independently for the particles of one root. `jax.vmap` over the
   particle axis batches the `N` slices into one evaluation of `B·N` rows
   (a deterministic function's keys are dead code and cost nothing). Outputs
   are stacked on axis 1: `[B, ...]` -> `[B, N, ...]`.
   """
-  num_particles = jax.tree_util.tree_leaves(trees)[0].shape[1]
-  keys = particle_slice_keys(rng_key, num_particles)
-  return jax.vmap(fn, in_axes=(0,) + (1,) * len(trees), out_axes=1)(keys, *trees)
+  return jax.vmap(fn, in_axes=(0,) + (1,) * len(trees), out_axes=1)(slice_keys, *trees)
 
 
 def particle_slice_keys(rng_key: chex.PRNGKey, num_particles: int) -> chex.Array:
   """The key of every particle slice, `[N]` keys: slice `n` draws with key `n`.
 
-  `rng_key` is one key, split here, or already these `[N]` keys: the engines
-  split every step's before the search loop (`engine.step_keys`), where on CPU
-  each `split` is a threefry loop of its own.
+  The engines split every step's before the search loop (`engine.step_keys`),
+  where on CPU each `split` is a threefry loop of its own.
   """
-  typed = jax.dtypes.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
-  if rng_key.ndim == (0 if typed else 1):
-    return jax.random.split(rng_key, num_particles)
-  chex.assert_shape(rng_key, (num_particles,) + rng_key.shape[1:])
-  return rng_key
+  return jax.random.split(rng_key, num_particles)
 
 
-def uniform_per_slice(rng_key: chex.PRNGKey, shape: tuple[int, ...]) -> chex.Array:
+def uniform_per_slice(slice_keys: chex.Array, shape: tuple[int, ...]) -> chex.Array:
   """`[B, N, ...]` uniforms, slice `n` drawn as `jax.random.uniform(key_n, [B, ...])`.
 
   The keys are those of `over_particle_slices`, so that a function drawing
@@ -127,10 +120,9 @@ def uniform_per_slice(rng_key: chex.PRNGKey, shape: tuple[int, ...]) -> chex.Arr
   draw is vmapped: the arithmetic around it then runs on `[B, N, ...]` arrays
   without the particle axis being moved in and out of the vmap.
   """
-  batch_size, num_particles = shape[:2]
-  keys = particle_slice_keys(rng_key, num_particles)
-  return jax.vmap(lambda key: jax.random.uniform(key, (batch_size,) + tuple(shape[2:])),
-                  out_axes=1)(keys)
+  chex.assert_shape(slice_keys, (shape[1],) + slice_keys.shape[1:])
+  return jax.vmap(lambda key: jax.random.uniform(key, (shape[0],) + tuple(shape[2:])),
+                  out_axes=1)(slice_keys)
 
 
 @pytree_dataclass(frozen=True)
@@ -151,7 +143,7 @@ class ModelStep(PytreeDataclass):
 
 
 @jax.named_scope("model")
-def mutate(params: chex.ArrayTree, rng_key: chex.PRNGKey, model: ActionModel,
+def mutate(params: chex.ArrayTree, slice_keys: chex.Array, model: ActionModel,
            action: chex.ArrayTree, embedding: chex.ArrayTree) -> ModelStep:
   """Calls the model once on all `B·N` particles.
 
@@ -159,14 +151,15 @@ def mutate(params: chex.ArrayTree, rng_key: chex.PRNGKey, model: ActionModel,
   `recurrent_fn`, checks its outputs at trace time and sanitises the policy it
   returns. The call is lifted over the particle axis (`over_particle_slices`):
   `recurrent_fn` sees `[B]` rows in root order, as under mctx, with one key
-  per particle slice, and `jax.vmap` makes it one batched evaluation.
+  per particle slice (`slice_keys [N]`), and `jax.vmap` makes it one batched
+  evaluation.
 
   Non-finite rewards, values and discounts are replaced by 0 and counted, so
   that a NaN from the model is reported in the diagnostics instead of
   spreading into the search targets.
   """
   output = over_particle_slices(
-      lambda key, a, e: model.call(params, key, a, e), rng_key, action, embedding)
+      lambda key, a, e: model.call(params, key, a, e), slice_keys, action, embedding)
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   reward, discount, value = f32(output.reward), f32(output.discount), f32(output.value)
   bad = ~(jnp.isfinite(reward) & jnp.isfinite(discount) & jnp.isfinite(value)) | output.bad_policy
