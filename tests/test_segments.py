@@ -97,3 +97,32 @@ def test_run_sum_memory_is_linear_in_the_number_of_particles():
   if stats is None:  # backend without memory analysis
     return
   assert stats.temp_size_in_bytes < 64 * batch * n * 4  # [B, N, N] would be 2048x more
+
+
+def test_take_along_matches_numpy_and_clamps_an_index_out_of_range():
+  rng = np.random.default_rng(1)
+  table = rng.normal(size=(3, 5, 2)).astype(np.float32)
+  index = rng.integers(0, 5, size=(3, 4))
+  got = segments.take_along(jnp.asarray(table), jnp.asarray(index)[..., None])
+  np.testing.assert_array_equal(np.asarray(got), np.take_along_axis(table, index[..., None], 1))
+  rows = rng.normal(size=(3, 6)).astype(np.float32)
+  column = rng.integers(0, 6, size=(3, 1))
+  np.testing.assert_array_equal(
+      np.asarray(segments.take_along(jnp.asarray(rows), jnp.asarray(column), axis=-1)),
+      np.take_along_axis(rows, column, -1))
+  # Past either end: the nearest end's entry, never a NaN fill (jnp's default mode).
+  beyond = jnp.array([[7, 5, 4, 0]])
+  got = segments.take_along(jnp.asarray(rows[:1]), beyond, axis=-1)
+  np.testing.assert_array_equal(np.asarray(got), rows[:1, [5, 5, 4, 0]])
+
+
+def test_nonnegative_divmod_is_pythons_divmod_broadcast():
+  a = np.arange(0, 40, dtype=np.int32)[None, :]
+  b = np.arange(1, 9, dtype=np.int32)[:, None]
+  q, r = segments.nonnegative_divmod(jnp.asarray(a), jnp.asarray(b))
+  assert q.shape == r.shape == (8, 40)
+  np.testing.assert_array_equal(np.asarray(q), a // b)
+  np.testing.assert_array_equal(np.asarray(r), a % b)
+  q, r = segments.nonnegative_divmod(jnp.int32(17), jnp.asarray(b))
+  np.testing.assert_array_equal(np.asarray(q), 17 // b)
+  np.testing.assert_array_equal(np.asarray(r), 17 % b)

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import mctx
 
 from smctx._src import particles as particles_lib
+from smctx._src import segments
 from smctx._src import validation
 from smctx._src.base import ActionModel
 from smctx._src.base import ModelOutput
@@ -106,7 +107,7 @@ class SampledActions:
     """The candidates `index [B, N]` points at: pytree of `[B, N, ...]`."""
     def take(x):
       i = index.reshape(index.shape + (1,) * (x.ndim - 2))
-      return jnp.take_along_axis(x, i, axis=1)
+      return segments.take_along(x, i)
     return jax.tree_util.tree_map(take, self.candidates)
 
   def root_policy(self, root_logits: chex.Array, num_particles: int, params: chex.ArrayTree,

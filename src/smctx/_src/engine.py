@@ -180,7 +180,7 @@ def resample_within_groups(rng_key: chex.PRNGKey, particles: Particles, config: 
   ancestors = particles_lib.resampling_ancestors(
       rng_key, particles.log_weight, particles.group, config.num_groups,
       config.resampling_method)
-  particle_resamples = jnp.take_along_axis(group_resamples, particles.group, axis=1)
+  particle_resamples = segments.take_along(group_resamples, particles.group)
   n = jnp.arange(particles.value.shape[1])[None]
   source = jnp.where(particle_resamples, ancestors, n).astype(jnp.int32)
   resampled = particles_lib.gather_particles(particles, source)
@@ -201,7 +201,7 @@ def copy_actions(rng_key: chex.PRNGKey, logits: chex.Array, source: chex.Array,
   """
   num_actions = logits.shape[-1]
   copy = segments.position_in_segment(source)
-  gumbel = jnp.take_along_axis(jax.random.gumbel(rng_key, logits.shape), source[..., None], axis=1)
+  gumbel = segments.take_along(jax.random.gumbel(rng_key, logits.shape), source[..., None])
   has_mass = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)) > 0
   rank = sequential_halving.descending_rank(jnp.where(has_mass, gumbel + logits, -jnp.inf))
   at_copy = rank == jnp.minimum(copy, num_actions - 1)[..., None]

@@ -253,11 +253,11 @@ def resampling_ancestors(rng_key: chex.PRNGKey, log_weight: chex.Array, group: c
   end = start + size.astype(jnp.int32) - 1
   # Piecewise CDF: group k occupies (k, k+1].
   cdf = jnp.cumsum(w, axis=1)
-  cdf_before_group = jnp.take_along_axis(cdf - w, start, axis=1)
+  cdf_before_group = segments.take_along(cdf - w, start)
   cdf = rank + (cdf - cdf_before_group)
   if method == "systematic":
     u = jax.random.uniform(rng_key, (batch_size, num_groups))
-    u = jnp.take_along_axis(u, group, axis=1)
+    u = segments.take_along(u, group)
     positions = rank + (idx - start + u) / size
   elif method == "multinomial":
     # Sorted, so that ancestors are non-decreasing as with systematic
@@ -278,7 +278,7 @@ def gather_particles(tree: chex.ArrayTree, ancestors: chex.Array) -> chex.ArrayT
   """Gathers every `[B, N, ...]` leaf of `tree` (e.g. `Particles`) along `N` from `ancestors`."""
   def gather(x: chex.Array) -> chex.Array:
     index = ancestors.reshape(ancestors.shape + (1,) * (x.ndim - 2))
-    return jnp.take_along_axis(x, index, axis=1)
+    return segments.take_along(x, index)
   return jax.tree_util.tree_map(gather, tree)
 
 

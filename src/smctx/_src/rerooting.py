@@ -94,7 +94,7 @@ def _second_action_of_one_root(group: chex.Array, own_logits: chex.Array,
   ranked = jnp.sum(jnp.where(at_position, jnp.arange(num_actions), 0), axis=-1)
   # Legal in the particle's own state: positive probability, as `sample_actions` reads it.
   own_mass = jnp.exp(own_logits - jnp.max(own_logits, axis=-1, keepdims=True))
-  legal = jnp.take_along_axis(own_mass, ranked[:, None], axis=-1)[:, 0] > 0
+  legal = segments.take_along(own_mass, ranked[:, None], axis=-1)[:, 0] > 0
   return jnp.where((position < num_actions) & legal, ranked, sampled).astype(jnp.int32)
 
 
@@ -151,7 +151,7 @@ def _run_order_of_one_root(group: chex.Array, label: chex.Array, num_groups: int
   seen = jnp.cumsum(has_label, axis=0) - has_label  # same label earlier in the row
   seen_before_group = jnp.cumsum(has_label, axis=0)[jnp.maximum(group_start - 1, 0)]
   seen_before_group = jnp.where((group_start > 0)[:, None], seen_before_group, 0)
-  same_label_earlier = jnp.take_along_axis(seen - seen_before_group, label[:, None], axis=-1)[:, 0]
+  same_label_earlier = segments.take_along(seen - seen_before_group, label[:, None], axis=-1)[:, 0]
   destination = group_start + smaller_label + same_label_earlier
   return jnp.zeros_like(group).at[destination].set(jnp.arange(group.shape[0], dtype=group.dtype))
 

@@ -12,6 +12,10 @@ contraction has a fixed order. It replaced a masked dense reduction
 on CPU for TSMCTS's `16 × 32` (group, action) segments: a matrix product runs on
 the BLAS/tensor-core path. `HIGHEST` precision keeps float32 sums exact on GPUs
 that would otherwise use TF32. Maxima are order-independent and stay scatters.
+
+`take_along` is the gather every module of the search uses to read per-segment
+or per-particle tables at computed indices, and `nonnegative_divmod` the integer
+division that lays particles out in groups.
 """
 
 from __future__ import annotations
@@ -19,6 +23,28 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+
+
+def take_along(x: chex.Array, index: chex.Array, axis: int = 1) -> chex.Array:
+  """`jnp.take_along_axis` for indices that are in range by construction (groups, slots,
+  ancestors, ranks), an index out of range clamped to it.
+
+  jnp's default mode masks every gathered element and fills out-of-range ones with NaN:
+  about 20 HLO instructions per call instead of a handful, a sixth of TSMCTS's program,
+  and about 6 % of its compile time. Clamping keeps the result finite, as the search's
+  outputs must be, where a fill would put NaN in them.
+  """
+  return jnp.take_along_axis(x, index, axis=axis, mode="clip")
+
+
+def nonnegative_divmod(a: chex.Array, b: chex.Array) -> tuple[chex.Array, chex.Array]:
+  """`(a // b, a % b)` of integer arrays (broadcast) for `a ≥ 0` and `b > 0`.
+
+  Truncating division is floor division there, so this skips the sign corrections
+  that jnp's `//` and `%` add for negative operands (about 10 instructions each).
+  """
+  a, b = jnp.broadcast_arrays(a, b)
+  return jax.lax.div(a, b), jax.lax.rem(a, b)
 
 
 def segment_sum(data: chex.Array, segment_ids: chex.Array, num_segments: int,
@@ -30,14 +56,14 @@ def segment_sum(data: chex.Array, segment_ids: chex.Array, num_segments: int,
   # Ids outside [0, num_segments) get an all-zero row: such particles count nowhere.
   member = jax.nn.one_hot(segment_ids, num_segments, dtype=data.dtype)  # [B, N, S]
   out = jnp.einsum("bn...,bns->bs...", data, member, precision=jax.lax.Precision.HIGHEST)
-  return jnp.take_along_axis(out, segment_ids, axis=1) if gather else out
+  return take_along(out, segment_ids) if gather else out
 
 
 def segment_max(data: chex.Array, segment_ids: chex.Array, num_segments: int,
                 gather: bool = False) -> chex.Array:
   """`[B, N]` data maxed per segment (`-inf` for empty segments)."""
   out = jax.vmap(lambda d, s: jax.ops.segment_max(d, s, num_segments))(data, segment_ids)
-  return jnp.take_along_axis(out, segment_ids, axis=1) if gather else out
+  return take_along(out, segment_ids) if gather else out
 
 
 def run_starts(segment_ids: chex.Array) -> chex.Array:

@@ -67,12 +67,14 @@ def split_particles(num_particles: int, num_live: chex.Array) -> chex.Array:
 
   Group `k` gets `N // M + (k < N % M)` particles, contiguously; `[B, N]` int32.
   """
-  n = jnp.arange(num_particles)[None, :]
-  m = jnp.maximum(num_live, 1)[:, None]
-  q, r = num_particles // m, num_particles % m
+  n = jnp.arange(num_particles, dtype=jnp.int32)[None, :]
+  m = jnp.maximum(num_live, 1).astype(jnp.int32)[:, None]
+  q, r = segments.nonnegative_divmod(jnp.int32(num_particles), m)
   big = r * (q + 1)
-  group = jnp.where(n < big, n // (q + 1), r + (n - big) // jnp.maximum(q, 1))
-  return jnp.minimum(group, m - 1).astype(jnp.int32)
+  in_big_group, _ = segments.nonnegative_divmod(n, q + 1)
+  in_small_group, _ = segments.nonnegative_divmod(jnp.maximum(n - big, 0), jnp.maximum(q, 1))
+  group = jnp.where(n < big, in_big_group, r + in_small_group)
+  return jnp.minimum(group, m - 1)
 
 
 def assign_particles(score: chex.Array, considered: chex.Array,
@@ -84,7 +86,7 @@ def assign_particles(score: chex.Array, considered: chex.Array,
   order = rank_candidates(score, considered)
   num_live = jnp.sum(considered, axis=-1).astype(jnp.int32)
   group = split_particles(num_particles, num_live)
-  root_action = jnp.take_along_axis(order, group, axis=1)
+  root_action = segments.take_along(order, group)
   return group, root_action, num_live
 
 

@@ -21,6 +21,7 @@ from smctx._src import engine
 from smctx._src import start as start_lib
 from smctx._src import greedification
 from smctx._src import root as root_lib
+from smctx._src import segments
 from smctx._src import sequential_halving
 from smctx._src import validation
 from smctx._src.base import SearchDiagnostics
@@ -142,7 +143,7 @@ def _root_actions(rng_key: chex.PRNGKey, root: root_lib.PreparedRoot,
   order = sequential_halving.rank_candidates(root.gumbel + root.prior_logits, valid)
   num_valid = jnp.sum(valid, axis=-1, keepdims=True)
   slot = jnp.arange(num_particles)[None]
-  top = jnp.take_along_axis(order, jnp.minimum(slot, num_actions - 1), axis=1)
+  top = segments.take_along(order, jnp.minimum(slot, num_actions - 1))
   sampled = jax.random.categorical(
       rng_key, root.prior_logits[:, None, :], shape=(batch_size, num_particles))
   return jnp.where(slot < num_valid, top, sampled).astype(jnp.int32)

@@ -230,8 +230,10 @@ def successors_of(successors: ModelStep, successor_action: chex.Array, root_acti
                                num_actions)
   count = segments.segment_sum(jnp.ones(successor_action.shape, jnp.float32), successor_action,
                                num_actions)
-  take = lambda table: jnp.take_along_axis(table, root_action, axis=1).astype(jnp.int32)
-  source = take(start) + segments.position_in_segment(group) % jnp.maximum(take(count), 1)
+  take = lambda table: segments.take_along(table, root_action).astype(jnp.int32)
+  _, sample = segments.nonnegative_divmod(segments.position_in_segment(group),
+                                          jnp.maximum(take(count), 1))
+  source = take(start) + sample
   reward, discount, value, policy, embedding = particles_lib.gather_particles(
       (successors.reward, successors.discount, successors.value, successors.policy,
        successors.embedding), source)
@@ -277,7 +279,7 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
       ctx.schedule.is_one_step, iteration,
       lambda: (record.pooled_value, no_statistics, no_statistics),
       lambda: second_greedification(ctx, state), state)
-  improvement = jnp.take_along_axis(v_smcts - record.pooled_value, particles.group, axis=1)
+  improvement = segments.take_along(v_smcts - record.pooled_value, particles.group)
   q_iter, count = sequential_halving.iteration_values(
       record.reward, record.discount, record.value, record.root_action, improvement,
       ctx.root.prior_logits.shape[-1])

@@ -24,6 +24,7 @@ import chex
 import jax.numpy as jnp
 import mctx
 
+from smctx._src import segments
 from smctx._src.base import WarmStart
 from smctx._src.sequential_halving import HalvingState
 
@@ -50,7 +51,7 @@ def successor_estimates(qvalues2: chex.Array, visits2: chex.Array, group: chex.A
   `qvalues2`, `visits2` `[B, G, A]`: each group's statistics per second action; `group`,
   `num_particles`, `winner` `[B]`: the winner's group, its particles, and the winner.
   """
-  pick = lambda table: jnp.take_along_axis(table, group[:, None, None], axis=1)[:, 0]
+  pick = lambda table: segments.take_along(table, group[:, None, None])[:, 0]
   visits = pick(visits2)
   weights = (num_particles[:, None] * visits
              / jnp.maximum(jnp.sum(visits, -1, keepdims=True), 1.0))
