@@ -36,6 +36,8 @@ Every configuration (model × batch `B` × `num_simulations` × algorithm ×
             `lower_s` the part spent tracing and lowering. Every algorithm is
             compiled and run once on a tiny problem before anything is measured,
             so the first configuration does not pay the process's one-time costs.
+            `hlo_instructions`: the compiled program's instructions, fused ones
+            included (compile time grows with them and, more steeply, with kernels).
   other     `flops` (XLA cost analysis), `status` (`ok`, `skipped` or `error`) with
             a `note`, and `load1`, the 1-minute load average when the row was
             measured.
@@ -345,7 +347,7 @@ _NO_KERNEL = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast",
 KERNEL_KINDS = ("fusion", "sort", "scatter", "gather", "custom-call", "while", "conditional",
                 "dot", "copy")
 LOOP_COLUMNS = ("loop_kernels", "loop_kernels_lightest", "loop_kernels_heaviest") + tuple(
-    f"loop_{k.replace('-', '_')}" for k in KERNEL_KINDS + ("other",))
+    f"loop_{k.replace('-', '_')}" for k in KERNEL_KINDS + ("other",)) + ("hlo_instructions",)
 # The phases of a step, as `jax.named_scope`s in the library (`engine.smc_step`, `particles.mutate`,
 # TSMCTS's `root_step`, `end_iteration` and `reroot`): a kernel belongs to the first of these
 # scopes in its `op_name`, and to `loop` (the step's own selection, carries and key
@@ -406,7 +408,9 @@ def loop_kernels(hlo_text: str) -> dict:
   exclusive, so it also returns `loop_kernels_lightest` and `loop_kernels_heaviest`, bounds
   on the kernels of one step: the lightest (or heaviest) branch taken at every
   `conditional`. Which combinations of branches a step really takes is the search's own
-  schedule (TSMCTS: `docs/performance.md`, "Kernels per step").
+  schedule (TSMCTS: `docs/performance.md`, "Kernels per step"). `hlo_instructions` counts
+  the instructions of the whole program, fused ones included, which compile time grows
+  with (with the kernels, more steeply).
   """
   computations = _computations(hlo_text)
 
@@ -457,6 +461,7 @@ def loop_kernels(hlo_text: str) -> dict:
   visit(main)
   counts["loop_kernels_lightest"] = one_step(main, min)
   counts["loop_kernels_heaviest"] = one_step(main, max)
+  counts["hlo_instructions"] = sum(len(instructions) for instructions in computations.values())
   return counts
 
 
@@ -493,7 +498,8 @@ def kernel_rows(models, algorithms, configs=KERNEL_CONFIGS) -> list[dict]:
     kinds = " ".join(f"{k[5:]}={v}" for k, v in row.items()
                      if k.startswith("loop_") and not k.startswith("loop_kernels") and v)
     print(f"{_describe(row)} {row.get('loop_kernels', 0):4d} kernels per step ({kinds}; one "
-          f"step {row.get('loop_kernels_lightest', 0)}-{row.get('loop_kernels_heaviest', 0)})",
+          f"step {row.get('loop_kernels_lightest', 0)}-{row.get('loop_kernels_heaviest', 0)}); "
+          f"{row.get('hlo_instructions', 0)} instructions, compile {row['compile_s']:.2f} s",
           flush=True)
   return rows
 

@@ -124,6 +124,9 @@ def test_loop_kernels_counts_the_search_loop_with_its_branches_and_nested_loops(
   assert counts["phase_rerooting"] == 1
   assert counts["phase_loop"] == 1  # the dot, outside every phase
   assert sum(counts[f"phase_{p}"] for p in speed.PHASES) == 7
+  # The whole program's instructions: every indented definition of every computation.
+  defined = [line for line in HLO.splitlines() if line.startswith(("  %", "  ROOT %"))]
+  assert counts["hlo_instructions"] == len(defined) == 34
 
 
 def test_instruction_table_maps_every_instruction_to_its_opcode_and_op_name():
