@@ -169,6 +169,22 @@ def test_smc_default_width_by_hand(num_simulations, num_actions, max_depth, widt
   assert (layout.num_particles, layout.depths) == (width, (depth,))
 
 
+def test_tsmcts_max_depth_caps_each_iteration_not_the_whole_search():
+  # 9 simulations, 3 actions, max_depth=2: m1 = 3 candidates, K = 2 iterations, so a width's
+  # steps are capped at K·max_depth = 4. 3 particles take 9 // 3 = 3 steps (spending all 9),
+  # as depths 1 and 2 (the second iteration's groups of 2 need depth 2 for distinct paths).
+  # Capped at max_depth = 2 steps in all, 3 particles would spend 6 and 4 x (1, 1) only 8.
+  layout = tsmcts_default(9, 3, max_depth=2)
+  assert (layout.num_particles, layout.depths) == (3, (1, 2))
+
+
+def test_fill_width_keeps_the_deepest_of_equally_spending_widths():
+  # `_fill_width(budget=5, min_width=1, target_steps=3, min_steps=2, max_steps=4)`: 3 steps
+  # give width 5 // 3 = 1 and 1 x min(5, 4) = 4 evaluations; 2 steps give width 2 and
+  # 2 x min(2, 4) = 4. Neither spends 90% of 5; of the equals, the deeper (width 1) wins.
+  assert budget._fill_width(5, 1, 3, 2, 4) == 1
+
+
 def test_explicit_width_is_honoured():
   """Only the default width moves: an explicit one stays as asked."""
   assert budget.smc_layout(127, 64, 64, None, True).num_particles == 64

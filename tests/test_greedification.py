@@ -120,6 +120,28 @@ def test_mixed_value_when_the_visited_actions_have_almost_no_prior_mass():
   np.testing.assert_allclose(got, [(0.1 + 6 * 0.6) / 7], rtol=1e-5)
 
 
+def test_mixed_value_floors_each_prior_at_the_smallest_normal_float_and_no_higher():
+  # As mctx's `_compute_mixed_value`, every prior counts as at least float32's `tiny`
+  # (~1.2e-38). Row 0: the visited priors (e^-200) underflow to 0 in float32, so both weigh
+  # `tiny` and their Q-values still count, equally: the mean of 1.5 and 1.7 (without the floor
+  # they would drop out, leaving 0.1 / 7). Q-values of at least 1 keep `tiny·Q` a normal
+  # float: below 1 it is subnormal, which XLA:CPU flushes to zero (mctx's order of operations).
+  # Row 1: priors e^-20 and e^-22, below float32's eps but above `tiny`, keep their ratio
+  # e^2 : 1 (a floor at eps would weigh them equally).
+  logits = np.array([[0.0, -200.0, -200.0],
+                     [0.0, -20.0, -22.0]])
+  qvalues = np.array([[0.0, 1.5, 1.7],
+                      [0.0, 0.5, 0.7]])
+  visits = np.array([[0.0, 3.0, 3.0]] * 2)
+  prior = jax.nn.softmax(jnp.asarray(logits, jnp.float32))
+  assert float(prior[0, 1]) == 0.0  # the underflow the floor is for
+  got = greedification.mixed_value(jnp.asarray([0.1, 0.1], jnp.float32),
+                                   jnp.asarray(qvalues, jnp.float32),
+                                   jnp.asarray(visits, jnp.float32), prior)
+  weighted_q1 = (0.5 + np.exp(-2.0) * 0.7) / (1.0 + np.exp(-2.0))
+  np.testing.assert_allclose(got, [(0.1 + 6 * 1.6) / 7, (0.1 + 6 * weighted_q1) / 7], rtol=1e-5)
+
+
 def test_mixed_value_without_visits_is_the_raw_value():
   got = greedification.mixed_value(jnp.asarray(RAW_VALUE, jnp.float32),
                                    jnp.asarray(QVALUES, jnp.float32), jnp.zeros((3, 5)),

@@ -127,6 +127,40 @@ def test_backpropagation_running_mean_of_weighted_means():
   np.testing.assert_array_equal(np.asarray(values.visits)[0], [3, 4, 1])
 
 
+def test_backpropagation_gathers_a_labels_particles_from_anywhere_along_the_particle_axis():
+  # SMC draws each particle's root action (its label) from the prior, so a label's particles
+  # are not one contiguous run: every label's weighted mean and count take in all of its
+  # particles wherever they are. Reference: a NumPy loop over the labels.
+  label = np.array([[2, 0, 1, 0, 2, 0, 1]])
+  lw = np.array([[0.3, -1.0, 0.0, 0.5, -0.2, 2.0, -0.7]])
+  g = np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]])
+  values = backpropagation.update(backpropagation.ActionValues.zeros(1, 4),
+                                  _particles(label, np.zeros_like(label), lw, g))
+  want_q, want_n = np.zeros(4), np.zeros(4)
+  for a in range(3):
+    member = label[0] == a
+    w = np.exp(lw[0, member] - lw[0, member].max())
+    want_q[a], want_n[a] = np.sum(w * g[0, member]) / np.sum(w), member.sum()
+  np.testing.assert_allclose(np.asarray(values.qvalues)[0], want_q, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(values.visits)[0], want_n)
+
+
+def test_a_label_without_particles_keeps_its_estimate_bit_for_bit():
+  # Labels 1 and 2 get no particle at this depth: their running means come back exactly as
+  # they were (in float32, n·Q / n is not always Q: 3 · 0.94708097 / 3 rounds to 0.9470809),
+  # with their visit counts.
+  kept = np.array([0.94708097, -0.21879166], np.float32)
+  values = backpropagation.ActionValues(
+      qvalues=jnp.asarray([[0.5, kept[0], kept[1]]], jnp.float32),
+      visits=jnp.asarray([[2.0, 3.0, 7.0]], jnp.float32))
+  label = np.array([[0, 0]])
+  values = backpropagation.update(values, _particles(label, np.zeros_like(label),
+                                                     np.zeros((1, 2)), np.array([[1.0, 2.0]])))
+  np.testing.assert_array_equal(np.asarray(values.qvalues)[0, 1:], kept)
+  np.testing.assert_array_equal(np.asarray(values.visits)[0], [4.0, 3.0, 7.0])
+  np.testing.assert_allclose(float(values.qvalues[0, 0]), (2 * 0.5 + 2 * 1.5) / 4, rtol=1e-6)
+
+
 def test_tsmcts_slots_keep_the_statistics_of_every_group_and_second_action():
   # TSMCTS sorts each group's particles by second action at re-rooting, backs
   # returns up per slot (first particle of each run of equal (group, second

@@ -27,6 +27,11 @@ import smctx
     ("tsmcts", dict(num_steps=8), smctx.Layout(2, 2, (2,), (8,))),
     ("smcts", dict(num_steps=8), smctx.Layout(2, 2, (2,), (8,))),
     ("smc", dict(num_steps=3), smctx.Layout(5, 0, (0,), (3,))),
+    # num_steps is the number of calls even where the width leaves budget for more: 6 calls of
+    # 16 // 6 = 2 particles spend 12, not 16 // 2 = 8 calls.
+    ("smc", dict(num_steps=6), smctx.Layout(2, 0, (0,), (6,))),
+    # More calls than simulations: one particle, and the budget caps the calls at 16.
+    ("tsmcts", dict(num_steps=20), smctx.Layout(1, 1, (1,), (16,))),
     # One call: 16 particles; one call can only hold one halving iteration, so m1 = 2.
     ("tsmcts", dict(num_steps=1), smctx.Layout(16, 2, (2,), (1,))),
 ])
