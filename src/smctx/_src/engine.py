@@ -137,7 +137,7 @@ def step_keys(rng_key: chex.PRNGKey, num_steps: int, num_particles: int,
   whenever `N ≤ 2·B`; a step's keys are those it would split for itself.
   """
   keys = jax.random.split(rng_key, (num_steps, 3))
-  slices = jax.vmap(lambda key: jax.random.split(key, num_particles))
+  slices = jax.vmap(lambda key: particles_lib.particle_slice_keys(key, num_particles))
   sample, copies = keys[:, 2], keys[:, 2]
   if distinct_copies:
     pairs = jax.vmap(jax.random.split)(keys[:, 2])
