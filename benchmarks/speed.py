@@ -510,15 +510,9 @@ def instruction_table(hlo_text: str) -> dict[str, tuple[str, str]]:
 
 
 def phase_seconds(compiled, args, repeats: int) -> dict:
-  """Seconds per call spent in each phase's kernels, from a `jax.profiler` trace.
-
-  Every kernel event of the trace is matched to its HLO instruction (by the event's
-  `hlo_op` statistic, else its name); loops, branches and calls are skipped (their
-  kernels are counted themselves), so each phase gets the time of the kernels it
-  launched, summed over threads or streams. On a GPU or TPU only the device's events
-  count (the host's launch events carry the same names). Returns `time_<phase>` for
-  `PHASES` and `time_kernels`, their total.
-  """
+  """Seconds per call spent in each phase's kernels, and the kernels run per call, from a
+  `jax.profiler` trace of `repeats` calls (`kernel_events_by_phase`). On a GPU or TPU only
+  the device's events count (the host's launch events carry the same names)."""
   table = instruction_table(compiled.as_text())
   with tempfile.TemporaryDirectory() as folder:
     with jax.profiler.trace(folder):
@@ -528,16 +522,33 @@ def phase_seconds(compiled, args, repeats: int) -> dict:
     profile = jax.profiler.ProfileData.from_file(path)
   planes = list(profile.planes)
   device = [p for p in planes if p.name.startswith(("/device:GPU", "/device:TPU"))]
+  events = ((dict(event.stats).get("hlo_op", event.name), event.duration_ns)
+            for plane in device or planes for line in plane.lines for event in line.events)
+  return kernel_events_by_phase(events, table, repeats)
+
+
+def kernel_events_by_phase(events, table: dict[str, tuple[str, str]], repeats: int) -> dict:
+  """Per call: the seconds of each phase's kernels and the number of kernels run.
+
+  events: `(HLO instruction name, duration in ns)` of every event of `repeats` calls;
+  table: `instruction_table` of the program. An event whose name is no instruction of
+  the program (the runtime's own) is ignored, and so are loops, branches and calls
+  (their kernels are events themselves), so each phase gets the time of the kernels it
+  launched, summed over threads or streams. Returns `time_<phase>` for `PHASES`,
+  `time_kernels` (their total), `kernels_run` (kernels launched per call: what a step's
+  dispatch costs, with every loop trip and taken branch, unlike the static counts of
+  `loop_kernels`) and `kernels_run_copies` (the copies among them).
+  """
   totals = dict.fromkeys(PHASES, 0.0)
-  for plane in device or planes:
-    for line in plane.lines:
-      for event in line.events:
-        stats = dict(event.stats)
-        name = stats.get("hlo_op", event.name)
-        opcode, op_name = table.get(name, ("", ""))
-        if opcode and opcode not in _CONTAINERS:
-          totals[phase_of(op_name)] += event.duration_ns * 1e-9 / repeats
-  return dict({f"time_{p}": t for p, t in totals.items()}, time_kernels=sum(totals.values()))
+  launched = copies = 0
+  for name, duration_ns in events:
+    opcode, op_name = table.get(name, ("", ""))
+    if opcode and opcode not in _CONTAINERS:
+      totals[phase_of(op_name)] += duration_ns * 1e-9 / repeats
+      launched += 1
+      copies += opcode == "copy"
+  return dict({f"time_{p}": t for p, t in totals.items()}, time_kernels=sum(totals.values()),
+              kernels_run=launched / repeats, kernels_run_copies=copies / repeats)
 
 
 def profile_rows(models, algorithms, configs=PROFILE_CONFIGS, repeats: int = 20) -> list[dict]:
@@ -554,7 +565,8 @@ def profile_rows(models, algorithms, configs=PROFILE_CONFIGS, repeats: int = 20)
     phases = " ".join(f"{p}={row[f'time_{p}'] * 1e3:.2f}" for p in PHASES
                       if row[f"time_{p}"] > 0)
     print(f"{_describe(row)} {timed['median'] * 1e3:.2f} ms a search, kernels "
-          f"{row['time_kernels'] * 1e3:.2f} ms ({phases})", flush=True)
+          f"{row['time_kernels'] * 1e3:.2f} ms ({phases}), {row['kernels_run']:.0f} kernels "
+          f"run ({row['kernels_run_copies']:.0f} copies)", flush=True)
   return rows
 
 

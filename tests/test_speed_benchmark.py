@@ -138,3 +138,25 @@ def test_instruction_table_maps_every_instruction_to_its_opcode_and_op_name():
       "/while/body/add")
   assert table["p"][0] == "parameter"
   assert table["multi_fusion"] == ("fusion", "jit(search)/while/body/closed_call/weighting/add")
+
+
+def test_kernel_events_by_phase_sums_each_kernels_time_and_counts_kernels_run():
+  table = speed.instruction_table(HLO)
+  # Two calls: each runs the model, the inner branch with two trips of its rolled loop,
+  # the carry copies and the dot; the loops and the branch themselves are events too,
+  # and so is one of the runtime's own (not an instruction of the program).
+  one_call = [("model_fusion", 1000), ("w.2", 9000), ("cond.1", 5000), ("w.3", 3000),
+              ("add_fusion.1", 100), ("xor_fusion.1", 100), ("add_fusion.1", 300),
+              ("xor_fusion.1", 300), ("backup_fusion", 200), ("copy.9", 50), ("dot.4", 400),
+              ("copy.1", 50), ("ThunkExecutor::Execute", 7000)]
+  result = speed.kernel_events_by_phase(one_call * 2, table, repeats=2)
+  assert result["time_model"] == pytest.approx(1e-6)
+  assert result["time_resampling"] == pytest.approx(0.8e-6)  # 2 trips of 2 fusions
+  # The copies (no `op_name`) and the dot are in no phase: `loop`.
+  assert result["time_backup"] == pytest.approx(0.2e-6)
+  assert result["time_loop"] == pytest.approx(0.5e-6)
+  assert result["time_rerooting"] == 0.0
+  assert result["time_kernels"] == pytest.approx(2.5e-6)
+  # Per call: 1 model + 4 random-number + 1 backup + 1 dot + 2 copies; no loop or branch.
+  assert result["kernels_run"] == 9
+  assert result["kernels_run_copies"] == 2
