@@ -16,6 +16,9 @@ import smctx
 @pytest.mark.parametrize("policy,kw,want", [
     # 16 simulations, 4 actions: 4 candidates, halved once, two steps each (distinct paths).
     ("tsmcts", {}, smctx.Layout(4, 4, (4, 2), (2, 2))),
+    # Asking for depth 1: two particles per candidate, one step each (16 = 8·2), not the
+    # deeper 4 × (2, 2) that two steps per particle would need.
+    ("tsmcts", dict(depth_per_iteration=1), smctx.Layout(8, 4, (4, 2), (1, 1))),
     # The same budget for the paper's variant: width 8, one step per iteration (16 = 8·2).
     ("tsmcts", dict(variant="paper"), smctx.Layout(8, 4, (4, 2), (1, 1))),
     # An explicit width: 16 simulations over 4 particles in two iterations.

@@ -197,9 +197,12 @@ def tsmcts_layout(num_simulations: int, num_actions: int, num_particles: int | N
   if num_particles is None:
     depth = target_depth if max_depth is None else min(target_depth, max_depth)
     iterations = num_halving_iterations(m1)
-    # Several particles per candidate only where each can also go past the candidate
-    # (depth 2 or more): their first step is the same transition, so with depth 1 the
-    # copies repeat one evaluation under deterministic dynamics.
+    # Several particles per candidate where the budget gives each of them the steps to
+    # go past the candidate (their first step is the same transition, which copies
+    # repeat under deterministic dynamics): two steps each with `distinct_paths`, or
+    # one where the depth asked for is 1. Asking for depth 1 keeps the wider layout,
+    # e.g. 8 particles at depths (1, 1) for 16 simulations and 4 actions; two steps
+    # there would give 4 particles at (2, 2), a deeper search than was asked for.
     two_steps = min(depth, 2) if distinct_paths else 1
     if TSMCTS_MIN_PARTICLES_PER_CANDIDATE * m1 * iterations * two_steps <= num_simulations:
       min_width = TSMCTS_MIN_PARTICLES_PER_CANDIDATE * m1
