@@ -177,17 +177,28 @@ def test_run_smc_resamples_at_every_step_but_the_last():
 
 
 def test_run_steps_records_one_diagnostic_column_per_step():
+  # Each field a different function of the step and the row, so that a field written to
+  # another's column, a step to another step's column or a row to another row shows.
   def body(i, carry):
+    row = jnp.arange(2)
     diagnostics = engine.StepDiagnostics(
-        ess=jnp.full((2,), i, jnp.float32), distinct_actions=jnp.zeros((2,)),
-        resampled=jnp.full((2,), i % 2 == 0), num_resamples=jnp.full((2,), i, jnp.int32),
-        nonfinite=jnp.zeros((2,), jnp.int32))
+        ess=0.5 * i + 10.0 * row, distinct_actions=jnp.full((2,), 7.0) - i,
+        resampled=(i + row) % 2 == 0, num_resamples=(3 * i + row).astype(jnp.int32),
+        nonfinite=(100 * row + i * i).astype(jnp.int32))
     return carry + 1, diagnostics
 
   carry, diagnostics = engine.run_steps(jax.lax.fori_loop, 5, body, jnp.int32(0), 2)
   assert int(carry) == 5
-  np.testing.assert_array_equal(np.asarray(diagnostics.ess), [np.arange(5.0)] * 2)
-  np.testing.assert_array_equal(np.asarray(diagnostics.resampled)[0], [1, 0, 1, 0, 1])
+  step, row = np.arange(5)[None], np.arange(2)[:, None]
+  want = dict(ess=(0.5 * step + 10.0 * row, np.float32),
+              distinct_actions=(np.broadcast_to(7.0 - step, (2, 5)), np.float32),
+              resampled=((step + row) % 2 == 0, np.bool_),
+              num_resamples=(3 * step + row, np.int32),
+              nonfinite=(100 * row + step * step, np.int32))
+  for name, (values, dtype) in want.items():
+    got = np.asarray(getattr(diagnostics, name))
+    assert got.dtype == dtype, name
+    np.testing.assert_array_equal(got, values, err_msg=name)
 
 
 # Distinct actions for the copies of a particle (`distinct_copies`, `engine.copy_actions`).

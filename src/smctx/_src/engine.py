@@ -5,8 +5,9 @@ TD weighting, back-up along each particle, back-propagation of weighted
 returns into the root statistics, ESS-triggered resampling within groups, and
 the next action of every particle. `run_steps` drives any per-step body with
 the user's `loop_fn` (mctx's `fori_loop` convention) and records per-step
-diagnostics in fixed `[B, num_steps]` buffers, so the search never stores
-anything that grows with `num_simulations` beyond one scalar per step.
+diagnostics in one fixed `[B, num_steps, 5]` table (one write a step), so the
+search never stores anything that grows with `num_simulations` beyond five
+scalars per step.
 """
 
 from __future__ import annotations
@@ -89,6 +90,14 @@ class StepDiagnostics(PytreeDataclass):
   resampled: chex.Array
   num_resamples: chex.Array
   nonfinite: chex.Array
+
+  @classmethod
+  def zeros(cls, batch_size: int) -> "StepDiagnostics":
+    return cls(ess=jnp.zeros((batch_size,), jnp.float32),
+               distinct_actions=jnp.zeros((batch_size,), jnp.float32),
+               resampled=jnp.zeros((batch_size,), bool),
+               num_resamples=jnp.zeros((batch_size,), jnp.int32),
+               nonfinite=jnp.zeros((batch_size,), jnp.int32))
 
 
 def distinct_labels_per_group(particles: Particles, num_labels: int) -> chex.Array:
@@ -291,22 +300,22 @@ def run_steps(loop_fn: LoopFn, num_steps: int, body: Callable, carry: chex.Array
   `[B, num_steps]`. `reference`: inputs of the body (e.g. the rng key) whose
   mesh variance the carry must share inside `shard_map`.
   """
-  buffers = StepDiagnostics(
-      ess=jnp.zeros((batch_size, num_steps), jnp.float32),
-      distinct_actions=jnp.zeros((batch_size, num_steps), jnp.float32),
-      resampled=jnp.zeros((batch_size, num_steps), bool),
-      num_resamples=jnp.zeros((batch_size, num_steps), jnp.int32),
-      nonfinite=jnp.zeros((batch_size, num_steps), jnp.int32))
+  # One float32 table `[B, num_steps, fields]`, written once a step: the counts and flags are
+  # small integers, exact in float32, and go back to their dtypes after the loop.
+  fields = StepDiagnostics.zeros(batch_size)
+  table = jnp.zeros((batch_size, num_steps, len(jax.tree_util.tree_leaves(fields))), jnp.float32)
 
   def loop_body(i: chex.Array, state: tuple) -> tuple:
-    carry, buffers = state
+    carry, table = state
     carry, diag = body(i, carry)
     with jax.named_scope("diagnostics"):
-      buffers = jax.tree_util.tree_map(lambda b, x: b.at[:, i].set(x.astype(b.dtype)), buffers,
-                                       diag)
-    return carry, buffers
+      row = jnp.stack([x.astype(jnp.float32) for x in jax.tree_util.tree_leaves(diag)], axis=-1)
+      table = jax.lax.dynamic_update_index_in_dim(table, row, i, axis=1)
+    return carry, table
 
-  return loop_fn(0, num_steps, loop_body, match_varying((carry, buffers), reference))
+  carry, table = loop_fn(0, num_steps, loop_body, match_varying((carry, table), reference))
+  columns = iter(jnp.moveaxis(table, -1, 0))
+  return carry, jax.tree_util.tree_map(lambda x: next(columns).astype(x.dtype), fields)
 
 
 def run_smc(params: chex.ArrayTree, rng_key: chex.PRNGKey, model: ActionModel,
