@@ -1,5 +1,7 @@
 """One step of the particle engine (`engine.smc_step`) against a hand-written NumPy step."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import mctx
@@ -155,6 +157,19 @@ def test_diagnostics_of_two_groups_sum_the_ess_and_average_the_labels_over_the_g
   assert bool(diagnostics.resampled[0]) and int(diagnostics.num_resamples[0]) == 1
   # Labels 0, 1 and 2 are carried after resampling, over 2 groups.
   assert float(diagnostics.distinct_actions[0]) == 1.5
+
+
+@pytest.mark.parametrize("labels_are_runs", [False, True])
+def test_distinct_labels_per_group_counts_each_run_of_slots_once(labels_are_runs):
+  # Root 0: groups of 3 and 3 particles carrying slots (0, 0, 2) and (3, 3, 3): 2 + 1 labels
+  # over 2 groups. Root 1: one group of 6 with slots 0, 1, 1, 3, 4, 4: 4 labels. Slot ids are
+  # the first particle of their run at re-rooting, so a label repeats only inside its run.
+  particles = types.SimpleNamespace(
+      label=jnp.asarray([[0, 0, 2, 3, 3, 3], [0, 1, 1, 3, 4, 4]], jnp.int32),
+      group=jnp.asarray([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]], jnp.int32))
+  distinct = engine.distinct_labels_per_group(particles, 6, labels_are_runs)
+  assert distinct.dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(distinct), [1.5, 4.0])
 
 
 def test_run_smc_resamples_at_every_step_but_the_last():

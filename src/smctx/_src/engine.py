@@ -100,15 +100,21 @@ class StepDiagnostics(PytreeDataclass):
                nonfinite=jnp.zeros((batch_size,), jnp.int32))
 
 
-def distinct_labels_per_group(particles: Particles, num_labels: int) -> chex.Array:
+def distinct_labels_per_group(particles: Particles, num_labels: int,
+                              labels_are_runs: bool = False) -> chex.Array:
   """Mean over non-empty groups of the number of distinct labels carried. `[B]`.
 
   Labels never span groups (SMC and SMCTS have one group; a TSMCTS slot
   belongs to one group), so this is the number of labels carried over the
-  number of groups, which are contiguous along the particle axis. `O(B·(N + L))`.
+  number of groups, which are contiguous along the particle axis. `O(B·(N + L))`;
+  `O(B·N)` where every label is one contiguous run (`labels_are_runs`), whose
+  labels carried are its runs.
   """
-  ones = jnp.ones(particles.label.shape, jnp.float32)
-  carried = segments.segment_max(ones, particles.label, num_labels) > 0  # [B, L]
+  if labels_are_runs:
+    carried = segments.run_starts(particles.label)  # [B, N]
+  else:
+    ones = jnp.ones(particles.label.shape, jnp.float32)
+    carried = segments.segment_max(ones, particles.label, num_labels) > 0  # [B, L]
   groups = jnp.sum(segments.run_starts(particles.group), axis=-1)
   return (jnp.sum(carried, axis=-1) / groups).astype(jnp.float32)
 
@@ -255,7 +261,8 @@ def smc_step(particles: Particles, values: backpropagation.ActionValues, td_scal
   with jax.named_scope("diagnostics"):
     diagnostics = StepDiagnostics(
         ess=jnp.sum(ess, axis=-1),
-        distinct_actions=distinct_labels_per_group(particles, config.num_labels),
+        distinct_actions=distinct_labels_per_group(particles, config.num_labels,
+                                                  config.labels_are_runs),
         resampled=jnp.any(group_resamples, axis=-1),
         num_resamples=jnp.sum(group_resamples, axis=-1).astype(jnp.int32),
         nonfinite=step.nonfinite)
