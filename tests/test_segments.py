@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from smctx._src import segments
 
@@ -62,6 +63,30 @@ def test_segment_max_is_minus_infinity_on_empty_segments():
   data = np.array([[1.0, 5.0, -3.0]], np.float32)
   got = np.asarray(segments.segment_max(jnp.asarray(data), jnp.asarray(ids), 4))
   np.testing.assert_array_equal(got, [[5.0, -np.inf, -3.0, -np.inf]])
+
+
+@pytest.mark.parametrize("num_segments", [1, 6, segments.DENSE_MAX_SEGMENTS,
+                                          segments.DENSE_MAX_SEGMENTS + 1])
+def test_segment_max_matches_a_loop_on_both_sides_of_the_dense_limit(num_segments):
+  # Up to `DENSE_MAX_SEGMENTS` a masked reduction, beyond it a scatter: the same maxima,
+  # -inf for empty segments, ids out of range ignored, and each particle's own with `gather`.
+  rng = np.random.default_rng(num_segments)
+  ids = rng.integers(0, num_segments, size=(3, 12))
+  ids[1, 3] = num_segments + 2  # out of range: counts nowhere
+  data = rng.normal(size=(3, 12)).astype(np.float32)
+  want = np.full((3, num_segments), -np.inf, np.float32)
+  for b in range(3):
+    for n in range(12):
+      if ids[b, n] < num_segments:
+        want[b, ids[b, n]] = max(want[b, ids[b, n]], data[b, n])
+  got = segments.segment_max(jnp.asarray(data), jnp.asarray(ids), num_segments)
+  np.testing.assert_array_equal(np.asarray(got), want)
+  gathered = segments.segment_max(jnp.asarray(data), jnp.asarray(ids), num_segments,
+                                  gather=True)
+  in_range = ids < num_segments
+  np.testing.assert_array_equal(np.asarray(gathered)[in_range],
+                                np.take_along_axis(want, np.minimum(ids, num_segments - 1),
+                                                   axis=1)[in_range])
 
 
 def test_runs_starts_positions_and_start_indices():

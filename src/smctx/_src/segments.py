@@ -11,7 +11,8 @@ contraction has a fixed order. It replaced a masked dense reduction
 (`where(member, data, 0).sum(1)`), which is the same arithmetic but was 5× slower
 on CPU for TSMCTS's `16 × 32` (group, action) segments: a matrix product runs on
 the BLAS/tensor-core path. `HIGHEST` precision keeps float32 sums exact on GPUs
-that would otherwise use TF32. Maxima are order-independent and stay scatters.
+that would otherwise use TF32. Maxima are order-independent: a masked reduction up to
+`DENSE_MAX_SEGMENTS` segments (one fused kernel), a scatter beyond.
 
 `take_along` is the gather every module of the search uses to read per-segment
 or per-particle tables at computed indices, and `nonnegative_divmod` the integer
@@ -59,10 +60,19 @@ def segment_sum(data: chex.Array, segment_ids: chex.Array, num_segments: int,
   return take_along(out, segment_ids) if gather else out
 
 
+# Up to this many segments a maximum is one masked reduction over `[B, N, num_segments]`
+# (one fused kernel, no scatter); beyond it, a scatter-max.
+DENSE_MAX_SEGMENTS = 32
+
+
 def segment_max(data: chex.Array, segment_ids: chex.Array, num_segments: int,
                 gather: bool = False) -> chex.Array:
   """`[B, N]` data maxed per segment (`-inf` for empty segments)."""
-  out = jax.vmap(lambda d, s: jax.ops.segment_max(d, s, num_segments))(data, segment_ids)
+  if num_segments <= DENSE_MAX_SEGMENTS:
+    member = segment_ids[..., None] == jnp.arange(num_segments)  # [B, N, S]
+    out = jnp.max(jnp.where(member, data[..., None], -jnp.inf), axis=1)
+  else:
+    out = jax.vmap(lambda d, s: jax.ops.segment_max(d, s, num_segments))(data, segment_ids)
   return take_along(out, segment_ids) if gather else out
 
 
