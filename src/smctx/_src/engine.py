@@ -199,8 +199,10 @@ def resample_within_groups(rng_key: chex.PRNGKey, particles: Particles, config: 
   n = jnp.arange(particles.value.shape[1])[None]
   source = jnp.where(particle_resamples, ancestors, n).astype(jnp.int32)
   resampled = particles_lib.gather_particles(particles, source)
+  # Copies stay in their group, and a particle that is not resampled is its own source, so
+  # the groups and the log-weights need no gather (XLA drops the unused ones).
   particles = resampled.replace(
-      log_weight=jnp.where(particle_resamples, 0.0, resampled.log_weight))
+      group=particles.group, log_weight=jnp.where(particle_resamples, 0.0, particles.log_weight))
   return particles, group_resamples, ess, source
 
 
