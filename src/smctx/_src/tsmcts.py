@@ -346,9 +346,10 @@ def search_step(ctx: Context, keys: engine.StepKeys, elimination_key: chex.PRNGK
       fn(ctx, state, step, keys, i), state, step)
   state, diagnostics = jax.lax.cond(jnp.asarray(ctx.schedule.is_root_step)[i],
                                     as_branch(root_step), as_branch(inner_step))
-  iteration = jnp.asarray(ctx.schedule.iteration_of_step, jnp.int32)[i]
+  # The iteration is read from the schedule inside the branch, at an iteration's end only.
+  iteration = lambda: jnp.asarray(ctx.schedule.iteration_of_step, jnp.int32)[i]
   state = jax.lax.cond(jnp.asarray(ctx.schedule.is_last_step)[i],
-                       lambda s: end_iteration(ctx, s, iteration, elimination_key),
+                       lambda s: end_iteration(ctx, s, iteration(), elimination_key),
                        lambda s: s, state)
   # One call site of the re-rooting: after a root step, and (reusing successors) after an
   # iteration's last step. That step's next actions are discarded (the particles went back
