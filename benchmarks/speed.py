@@ -465,6 +465,27 @@ def loop_kernels(hlo_text: str) -> dict:
   return counts
 
 
+def use_unrolled_threefry() -> None:
+  """Compiles threefry for the CPU as for a GPU: unrolled, fused into the kernels around it.
+
+  JAX lowers threefry to a rolled loop on CPU only (to compile faster); each draw is then a
+  `while` of five trips, about 23 kernels counted and 80 run. A GPU compiles JAX's default
+  lowering (unless `jax_threefry_gpu_kernel_lowering` is set), which this registers for the
+  CPU: the same random bits, and kernels counted and run on this CPU close to what a GPU
+  launches. It reaches into JAX's private lowering registry, so a JAX version may break it.
+  """
+  if jax.default_backend() != "cpu":
+    return
+  try:
+    from jax._src.interpreters import mlir  # pylint: disable=g-import-not-at-top
+    from jax._src.random import threefry2x32  # pylint: disable=g-import-not-at-top
+    rule = threefry2x32._threefry2x32_lowering_rule  # noqa: SLF001
+  except (ImportError, AttributeError) as error:
+    raise SystemExit(f"--gpu-threefry: this JAX ({jax.__version__}) has no threefry lowering "
+                     f"where it is expected ({error})") from error
+  mlir.register_lowering(threefry2x32.threefry2x32_p, rule, platform="cpu")
+
+
 def compiled_searches(models, algorithms, configs):
   """Each algorithm compiled at each `(model, batch, budget, N)` configuration: yields the
   row's identifying columns, the compiled search, its arguments and its compile seconds."""
@@ -1133,6 +1154,10 @@ def main(argv=None):
                       help="--mode latency: the sequential calls S")
   parser.add_argument("--latency-widths", default=",".join(map(str, LATENCY_WIDTHS)),
                       help="--mode latency: the smctx widths N at each S")
+  parser.add_argument("--gpu-threefry", action="store_true",
+                      help="--mode kernels/profile on a CPU: compile random numbers as a GPU "
+                           "does (JAX's unrolled threefry, not the CPU's rolled loop), so the "
+                           "kernels counted and run are close to what a GPU launches")
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
   args = parser.parse_args(argv)
   models = [m for m in args.models.split(",") if m]
@@ -1150,15 +1175,14 @@ def main(argv=None):
     write_csv(f"{args.out}/speed_memory_sweep_{slug}.csv", rows, meta)
     plot_memory_sweep(rows, f"{args.out}/speed_memory_sweep_{slug}.png", meta)
     return 0
-  if args.mode == "kernels":
-    meta = metadata(args.mode)
-    rows = kernel_rows(models, algorithms)
-    write_csv(f"{args.out}/speed_kernels_{device_slug()}.csv", rows, meta)
-    return 0
-  if args.mode == "profile":
-    meta = metadata(args.mode)
-    rows = profile_rows(models, algorithms)
-    write_csv(f"{args.out}/speed_profile_{device_slug()}.csv", rows, meta)
+  if args.mode in ("kernels", "profile"):
+    meta, suffix = metadata(args.mode), ""
+    if args.gpu_threefry:
+      use_unrolled_threefry()
+      meta.append("threefry: unrolled, as a GPU compiles it (--gpu-threefry)")
+      suffix = "_gpu_threefry"
+    rows = (kernel_rows if args.mode == "kernels" else profile_rows)(models, algorithms)
+    write_csv(f"{args.out}/speed_{args.mode}_{device_slug()}{suffix}.csv", rows, meta)
     return 0
   if args.from_csv:
     rows, meta = read_csvs(args.from_csv)
