@@ -465,7 +465,7 @@ def loop_kernels(hlo_text: str) -> dict:
   return counts
 
 
-def use_unrolled_threefry() -> None:
+def use_unrolled_threefry() -> bool:
   """Compiles threefry for the CPU as for a GPU: unrolled, fused into the kernels around it.
 
   JAX lowers threefry to a rolled loop on CPU only (to compile faster); each draw is then a
@@ -473,9 +473,10 @@ def use_unrolled_threefry() -> None:
   lowering (unless `jax_threefry_gpu_kernel_lowering` is set), which this registers for the
   CPU: the same random bits, and kernels counted and run on this CPU close to what a GPU
   launches. It reaches into JAX's private lowering registry, so a JAX version may break it.
+  Returns whether it did (on a GPU or TPU there is nothing to change).
   """
   if jax.default_backend() != "cpu":
-    return
+    return False
   try:
     from jax._src.interpreters import mlir  # pylint: disable=g-import-not-at-top
     from jax._src.random import threefry2x32  # pylint: disable=g-import-not-at-top
@@ -484,6 +485,7 @@ def use_unrolled_threefry() -> None:
     raise SystemExit(f"--gpu-threefry: this JAX ({jax.__version__}) has no threefry lowering "
                      f"where it is expected ({error})") from error
   mlir.register_lowering(threefry2x32.threefry2x32_p, rule, platform="cpu")
+  return True
 
 
 def compiled_searches(models, algorithms, configs):
@@ -1165,6 +1167,8 @@ def main(argv=None):
   unknown = (set(models) - set(MODELS)) | (set(algorithms) - set(ALGORITHMS))
   if unknown:
     parser.error(f"unknown {sorted(unknown)}")
+  if args.gpu_threefry and args.mode not in ("kernels", "profile"):
+    parser.error("--gpu-threefry applies to --mode kernels and --mode profile only")
   max_call = args.max_call_seconds or MAX_CALL_SECONDS[args.mode]
   os.makedirs(args.out, exist_ok=True)
   started = time.perf_counter()
@@ -1177,8 +1181,7 @@ def main(argv=None):
     return 0
   if args.mode in ("kernels", "profile"):
     meta, suffix = metadata(args.mode), ""
-    if args.gpu_threefry:
-      use_unrolled_threefry()
+    if args.gpu_threefry and use_unrolled_threefry():
       meta.append("threefry: unrolled, as a GPU compiles it (--gpu-threefry)")
       suffix = "_gpu_threefry"
     rows = (kernel_rows if args.mode == "kernels" else profile_rows)(models, algorithms)

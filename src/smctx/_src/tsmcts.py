@@ -213,8 +213,8 @@ def reroot(ctx: Context, state: SearchState,
       reward=record.reward, discount=record.discount, value=record.value,
       policy=particles.policy, embedding=particles.embedding)
   state = state.replace(particles=particles, root_step=record, successors=successors)
-  return state, engine.distinct_labels_per_group(particles, ctx.num_particles,
-                                                 labels_are_runs=True)
+  return state, engine.distinct_labels_per_group(particles, ctx.config.num_labels,
+                                                 ctx.config.labels_are_runs)
 
 
 def successors_of(successors: ModelStep, successor_action: chex.Array, root_action: chex.Array,
