@@ -158,6 +158,31 @@ def test_an_odd_number_of_candidates_keeps_the_larger_half():
   np.testing.assert_array_equal(per_iteration.sum(-1), np.tile([5, 3, 2], (16, 1)))
 
 
+@pytest.mark.parametrize("reuse_successors", [False, True])
+def test_schedule_marks_root_last_rerooting_and_boundary_steps(reuse_successors):
+  """Iterations of depth 1, 2 and 3, worked out by hand: which of the six steps is a root
+  step, ends an iteration, re-roots after it, and runs the iteration boundary."""
+  from smctx._src import tsmcts
+  schedule = tsmcts.Schedule(depths=(1, 2, 3), num_considered=(4, 2, 1),
+                             reuse_successors=reuse_successors)
+  T, F = True, False
+  assert schedule.iteration_of_step == (0, 1, 1, 2, 2, 2)
+  assert schedule.is_last_step == (T, F, T, F, F, T)
+  assert schedule.is_one_step == (T, F, F)  # the first iteration is its root step alone
+  if reuse_successors:
+    # Later iterations start at their successors: no root step; the particles re-root
+    # after the last step of every iteration but the search's last.
+    assert schedule.is_root_step == (T, F, F, F, F, F)
+    assert schedule.reroots_after_step == (T, F, T, F, F, F)
+    assert schedule.at_boundary == (T, F, T, F, F, T)
+  else:
+    # Every iteration starts with a root step, re-rooted after unless it is the whole
+    # iteration.
+    assert schedule.is_root_step == (T, T, F, T, F, F)
+    assert schedule.reroots_after_step == (F, T, F, T, F, F)
+    assert schedule.at_boundary == (T, T, T, T, F, T)
+
+
 def test_halving_ranks_by_the_gumbel_noise_when_values_and_priors_tie():
   """Equal logits and equal values: `g + logits + σ(Q̃)` is `g` plus a constant, so each
   halving keeps the candidates with the largest root Gumbel (`extra_data.root_gumbel`), and

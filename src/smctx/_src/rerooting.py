@@ -142,9 +142,12 @@ def _run_order_of_one_root(group: chex.Array, label: chex.Array, num_groups: int
   particles of its group with the same label. Stable, so groups keep their
   positions and a particle only moves within its group.
   """
-  in_group = jax.nn.one_hot(group, num_groups, dtype=jnp.int32)  # [N, G]
+  in_group = jax.nn.one_hot(group, num_groups, dtype=jnp.float32)  # [N, G]
   has_label = jax.nn.one_hot(label, num_labels, dtype=jnp.int32)  # [N, L]
-  counts = in_group.T @ has_label  # [G, L]
+  # A float32 product (exact: whole counts below 2^24), as `segments.segment_sum`: an int32
+  # matrix product has no BLAS kernel on CPU.
+  counts = jnp.matmul(in_group.T, has_label.astype(jnp.float32),
+                      precision=jax.lax.Precision.HIGHEST).astype(jnp.int32)  # [G, L]
   smaller_label = (jnp.cumsum(counts, axis=-1) - counts)[group, label]
   position = segments.position_in_segment(group[None])[0]
   group_start = jnp.arange(group.shape[0]) - position

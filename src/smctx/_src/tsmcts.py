@@ -127,6 +127,12 @@ class Schedule:
                                  strict=True))
 
   @property
+  def at_boundary(self) -> tuple[bool, ...]:
+    """Per step: an iteration ends or the particles re-root after it."""
+    return tuple(last or reroot for last, reroot in zip(self.is_last_step,
+                                                        self.reroots_after_step, strict=True))
+
+  @property
   def survivors(self) -> tuple[int, ...]:
     """Candidates kept after each iteration, `ceil(m_i / 2)`."""
     return tuple(-(-m // 2) for m in self.num_considered)
@@ -336,6 +342,23 @@ def _variance_weights(ctx: Context, state: SearchState, count: chex.Array) -> ch
                                                     td_variance)
 
 
+def iteration_boundary(ctx: Context, state: SearchState, keys: engine.StepKeys, i: chex.Array,
+                       elimination_key: chex.PRNGKey,
+                       distinct: chex.Array) -> tuple[SearchState, chex.Array]:
+  """The end of an iteration (after its last step), then the re-rooting where the schedule
+  asks for one; returns the state and the distinct second actions (`distinct` if none)."""
+  # The iteration is read from the schedule inside the branch, at an iteration's end only.
+  iteration = lambda: jnp.asarray(ctx.schedule.iteration_of_step, jnp.int32)[i]
+  state = _static_or_cond(ctx.schedule.is_last_step, i,
+                          lambda: end_iteration(ctx, state, iteration(), elimination_key),
+                          lambda: state, state)
+  # One call site of the re-rooting: after a root step, and (reusing successors) after an
+  # iteration's last step. That step's next actions are discarded (the particles went back
+  # to the root), so its keys are free for the re-rooting.
+  return _static_or_cond(ctx.schedule.reroots_after_step, i, lambda: reroot(ctx, state, keys),
+                         lambda: (state, distinct), state)
+
+
 def search_step(ctx: Context, keys: engine.StepKeys, elimination_key: chex.PRNGKey, i: chex.Array,
                 state: SearchState) -> tuple[SearchState, engine.StepDiagnostics]:
   """One sequential step: one model call, a root or inner step, and an iteration's end."""
@@ -346,16 +369,12 @@ def search_step(ctx: Context, keys: engine.StepKeys, elimination_key: chex.PRNGK
       fn(ctx, state, step, keys, i), state, step)
   state, diagnostics = jax.lax.cond(jnp.asarray(ctx.schedule.is_root_step)[i],
                                     as_branch(root_step), as_branch(inner_step))
-  # The iteration is read from the schedule inside the branch, at an iteration's end only.
-  iteration = lambda: jnp.asarray(ctx.schedule.iteration_of_step, jnp.int32)[i]
-  state = jax.lax.cond(jnp.asarray(ctx.schedule.is_last_step)[i],
-                       lambda s: end_iteration(ctx, s, iteration(), elimination_key),
-                       lambda s: s, state)
-  # One call site of the re-rooting: after a root step, and (reusing successors) after an
-  # iteration's last step. That step's next actions are discarded (the particles went back
-  # to the root), so its keys are free for the re-rooting.
+  # One conditional around the iteration boundary: an ordinary step takes one empty branch,
+  # not two (fewer kernels run; docs/performance.md).
   state, distinct = _static_or_cond(
-      ctx.schedule.reroots_after_step, i, lambda: reroot(ctx, state, keys),
+      ctx.schedule.at_boundary, i,
+      lambda: iteration_boundary(ctx, state, keys, i, elimination_key,
+                                 diagnostics.distinct_actions),
       lambda: (state, diagnostics.distinct_actions), state)
   return state, diagnostics.replace(distinct_actions=distinct)
 
