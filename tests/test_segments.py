@@ -99,15 +99,27 @@ def test_runs_starts_positions_and_start_indices():
                                 [[0, 1, 0, 1, 2, 0], [0, 0, 1, 2, 3, 4]])
 
 
-def test_run_sum_equals_a_dense_segment_sum_on_contiguous_runs():
-  rng = np.random.default_rng(5)
-  # Ids in any order across runs, each id one contiguous run, some ids unused.
-  ids = np.array([[0, 0, 2, 2, 2, 5, 7, 7], [6, 6, 6, 6, 1, 1, 4, 3]], np.int32)
-  data = rng.normal(size=(2, 8, 3)).astype(np.float32)
-  got = np.asarray(segments.run_sum(jnp.asarray(data), jnp.asarray(ids), 8))
-  np.testing.assert_allclose(got, _np_segment_sum(data, ids, 8), rtol=1e-6, atol=1e-6)
-  got_flat = np.asarray(segments.run_sum(jnp.asarray(data[..., 0]), jnp.asarray(ids), 8))
-  np.testing.assert_allclose(got_flat, _np_segment_sum(data[..., 0], ids, 8), atol=1e-6)
+@pytest.mark.parametrize("num_segments", [8, segments.DENSE_MAX_SEGMENTS,
+                                          segments.DENSE_MAX_SEGMENTS + 1])
+def test_run_sum_equals_a_dense_segment_sum_on_contiguous_runs(num_segments):
+  # Up to `DENSE_MAX_SEGMENTS` ids a contraction, beyond it a segmented scan: the same sums.
+  rng = np.random.default_rng(num_segments)
+  num_particles = 40
+  ids = np.zeros((2, num_particles), np.int32)
+  for b in range(2):
+    # Contiguous runs with distinct ids in any order, some ids unused.
+    num_runs = min(num_segments - 1, 12) if b == 0 else min(num_segments, num_particles)
+    cuts = np.sort(rng.choice(np.arange(1, num_particles), num_runs - 1, replace=False))
+    lengths = np.diff(np.concatenate([[0], cuts, [num_particles]]))
+    ids[b] = np.repeat(rng.permutation(num_segments)[:num_runs], lengths)
+  data = rng.normal(size=(2, num_particles, 3)).astype(np.float32)
+  got = np.asarray(segments.run_sum(jnp.asarray(data), jnp.asarray(ids), num_segments))
+  np.testing.assert_allclose(got, _np_segment_sum(data, ids, num_segments), rtol=1e-5,
+                             atol=1e-5)
+  got_flat = np.asarray(segments.run_sum(jnp.asarray(data[..., 0]), jnp.asarray(ids),
+                                         num_segments))
+  np.testing.assert_allclose(got_flat, _np_segment_sum(data[..., 0], ids, num_segments),
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_run_sum_memory_is_linear_in_the_number_of_particles():
