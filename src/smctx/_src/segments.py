@@ -12,8 +12,7 @@ contraction has a fixed order. It replaced a masked dense reduction
 on CPU for TSMCTS's `16 × 32` (group, action) segments: a matrix product runs on
 the BLAS/tensor-core path. `HIGHEST` precision keeps float32 sums exact on GPUs
 that would otherwise use TF32. Maxima are order-independent: a masked reduction up to
-`DENSE_MAX_SEGMENTS` segments (one fused kernel), a scatter beyond; sums over contiguous runs
-(`run_sum`) likewise switch from the contraction to a segmented scan beyond that many ids.
+`DENSE_MAX_SEGMENTS` segments (one fused kernel), a scatter beyond.
 
 `take_along` is the gather every module of the search uses to read per-segment
 or per-particle tables at computed indices, and `nonnegative_divmod` the integer
@@ -102,14 +101,10 @@ def run_sum(data: chex.Array, segment_ids: chex.Array, num_segments: int) -> che
   `N` values (TSMCTS's slots), where a one-hot membership would be `[B, N, N]`.
   Each run is summed by a segmented suffix scan (a fixed order, so bit-identical
   across runs on GPU), and its total is written to its id by the run's first
-  particle, the only writer of that id. Up to `DENSE_MAX_SEGMENTS` ids the
-  membership is small and `segment_sum`'s one contraction does it (the scan is
-  about ten kernels). Returns `[B, num_segments, ...]`, zero for ids no
-  particle carries.
+  particle, the only writer of that id. Returns `[B, num_segments, ...]`, zero
+  for ids no particle carries.
   """
   chex.assert_equal_shape_prefix([data, segment_ids], 2)
-  if num_segments <= DENSE_MAX_SEGMENTS:
-    return segment_sum(data, segment_ids, num_segments)
   is_end = jnp.concatenate(
       [segment_ids[:, 1:] != segment_ids[:, :-1], jnp.ones_like(segment_ids[:, :1], bool)],
       axis=1)
