@@ -149,6 +149,22 @@ def test_run_order_is_a_stable_sort_by_label_within_each_group():
   np.testing.assert_array_equal(got, np.lexsort((np.arange(6), label, group)))
 
 
+@pytest.mark.parametrize("num_particles", [rerooting.PAIRWISE_MAX_PARTICLES,
+                                           rerooting.PAIRWISE_MAX_PARTICLES + 72])
+def test_run_order_sorts_by_label_within_groups_by_comparisons_and_by_counting(num_particles):
+  # Up to `PAIRWISE_MAX_PARTICLES` the keys are ranked pairwise, beyond by a counting sort:
+  # both the stable sort NumPy's lexsort gives, on groups of uneven sizes with repeated labels.
+  rng = np.random.default_rng(num_particles)
+  num_groups, num_labels = 5, 7
+  group = np.sort(rng.integers(0, num_groups, size=(3, num_particles)), axis=1)
+  label = rng.integers(0, num_labels, size=(3, num_particles))
+  got = jax.vmap(rerooting._run_order_of_one_root, in_axes=(0, 0, None, None))(
+      jnp.asarray(group, jnp.int32), jnp.asarray(label, jnp.int32), num_groups, num_labels)
+  for b in range(3):
+    np.testing.assert_array_equal(np.asarray(got)[b],
+                                  np.lexsort((np.arange(num_particles), label[b], group[b])))
+
+
 def test_reroot_restarts_particles_at_s2_and_labels_them_by_slot_of_group_and_second_action():
   # Two groups of three; at s2 only action 1 is legal, so every particle takes it (the first
   # by rank, the others by their own draw). The two groups' runs of second action 1 touch at

@@ -39,6 +39,11 @@ from smctx._src.particles import ModelStep
 from smctx._src.particles import Particles
 
 
+# Up to this many particles a root's particles are sorted by pairwise comparisons of their keys
+# (`sequential_halving.descending_order`); beyond it, by a counting sort.
+PAIRWISE_MAX_PARTICLES = sequential_halving.PAIRWISE_MAX_ACTIONS
+
+
 @pytree_dataclass(frozen=True)
 class RootStep(PytreeDataclass):
   """What the root step of the current iteration saw, per particle `[B, N]`.
@@ -137,11 +142,15 @@ def _run_order_of_one_root(group: chex.Array, label: chex.Array, num_groups: int
                            num_labels: int) -> chex.Array:
   """The permutation `[N]` that sorts one root's particles by label within each group.
 
-  A counting sort in `O(N·(G + L))`: a particle's destination is its group's
+  Stable, so groups keep their positions and a particle only moves within its
+  group. Up to `PAIRWISE_MAX_PARTICLES` particles the (group, label) keys are
+  ranked by pairwise comparisons (`O(N²)`, a couple of fused kernels); beyond,
+  a counting sort in `O(N·(G + L))`: a particle's destination is its group's
   start, plus the particles of its group with a smaller label, plus the earlier
-  particles of its group with the same label. Stable, so groups keep their
-  positions and a particle only moves within its group.
+  particles of its group with the same label.
   """
+  if group.shape[0] <= PAIRWISE_MAX_PARTICLES:
+    return sequential_halving.descending_order(-(group * num_labels + label))
   in_group = jax.nn.one_hot(group, num_groups, dtype=jnp.float32)  # [N, G]
   has_label = jax.nn.one_hot(label, num_labels, dtype=jnp.int32)  # [N, L]
   # A float32 product (exact: whole counts below 2^24), as `segments.segment_sum`: an int32
