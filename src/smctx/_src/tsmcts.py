@@ -198,11 +198,8 @@ def root_step(ctx: Context, state: SearchState, step: ModelStep, keys: engine.St
                                 for k in ctx.schedule.iteration_of_step)
   record = _static_or_cond(in_one_step_iteration, i, record_only, lambda: state.root_step,
                            state, step)
-  diagnostics = engine.StepDiagnostics(
-      ess=jnp.full((batch_size,), float(ctx.num_particles)),
-      distinct_actions=jnp.zeros((batch_size,), jnp.float32),
-      resampled=jnp.zeros((batch_size,), bool), num_resamples=jnp.zeros((batch_size,), jnp.int32),
-      nonfinite=step.nonfinite)
+  diagnostics = engine.StepDiagnostics.zeros(batch_size).replace(
+      ess=jnp.full((batch_size,), float(ctx.num_particles)), nonfinite=step.nonfinite)
   return state.replace(root_step=record, successors=step), diagnostics
 
 
