@@ -151,12 +151,10 @@ def _run_order_of_one_root(group: chex.Array, label: chex.Array, num_groups: int
   """
   if group.shape[0] <= PAIRWISE_MAX_PARTICLES:
     return sequential_halving.descending_order(-(group * num_labels + label))
-  in_group = jax.nn.one_hot(group, num_groups, dtype=jnp.float32)  # [N, G]
   has_label = jax.nn.one_hot(label, num_labels, dtype=jnp.int32)  # [N, L]
-  # A float32 product (exact: whole counts below 2^24), as `segments.segment_sum`: an int32
-  # matrix product has no BLAS kernel on CPU.
-  counts = jnp.matmul(in_group.T, has_label.astype(jnp.float32),
-                      precision=jax.lax.Precision.HIGHEST).astype(jnp.int32)  # [G, L]
+  # Particles per (group, label): a float32 contraction, exact for whole counts below 2^24.
+  counts = segments.segment_sum(has_label[None].astype(jnp.float32), group[None],
+                                num_groups)[0].astype(jnp.int32)  # [G, L]
   smaller_label = (jnp.cumsum(counts, axis=-1) - counts)[group, label]
   position = segments.position_in_segment(group[None])[0]
   group_start = jnp.arange(group.shape[0]) - position
