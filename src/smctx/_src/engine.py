@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from smctx._src import backpropagation
+from smctx._src import draws
 from smctx._src import particles as particles_lib
 from smctx._src import segments
 from smctx._src import sequential_halving
@@ -151,7 +152,7 @@ def step_keys(rng_key: chex.PRNGKey, num_steps: int, num_particles: int,
   `O(num_steps·N)` keys, less than the per-step diagnostics `[B, num_steps]`
   whenever `N ≤ 2·B`; a step's keys are those it would split for itself.
   """
-  keys = jax.random.split(rng_key, (num_steps, 3))
+  keys = draws.split(rng_key, (num_steps, 3))
   slices = jax.vmap(lambda key: particles_lib.particle_slice_keys(key, num_particles))
   sample, copies = keys[:, 2], keys[:, 2]
   if distinct_copies:
@@ -218,7 +219,7 @@ def copy_actions(rng_key: chex.PRNGKey, logits: chex.Array, source: chex.Array,
   """
   num_actions = logits.shape[-1]
   copy = segments.position_in_segment(source)
-  gumbel = segments.take_along(jax.random.gumbel(rng_key, logits.shape), source[..., None])
+  gumbel = segments.take_along(draws.gumbel(rng_key, logits.shape), source[..., None])
   has_mass = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)) > 0
   rank = sequential_halving.descending_rank(jnp.where(has_mass, gumbel + logits, -jnp.inf))
   at_copy = rank == jnp.minimum(copy, num_actions - 1)[..., None]

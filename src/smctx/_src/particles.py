@@ -21,6 +21,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from smctx._src import draws
 from smctx._src import segments
 from smctx._src.base import ActionModel
 from smctx._src.base import PytreeDataclass, pytree_dataclass
@@ -121,7 +122,7 @@ def uniform_per_slice(slice_keys: chex.Array, shape: tuple[int, ...]) -> chex.Ar
   without the particle axis being moved in and out of the vmap.
   """
   chex.assert_shape(slice_keys, (shape[1],) + slice_keys.shape[1:])
-  return jax.vmap(lambda key: jax.random.uniform(key, (shape[0],) + tuple(shape[2:])),
+  return jax.vmap(lambda key: draws.uniform(key, (shape[0],) + tuple(shape[2:])),
                   out_axes=1)(slice_keys)
 
 
@@ -256,13 +257,13 @@ def resampling_ancestors(rng_key: chex.PRNGKey, log_weight: chex.Array, group: c
   cdf_before_group = segments.take_along(cdf - w, start)
   cdf = rank + (cdf - cdf_before_group)
   if method == "systematic":
-    u = jax.random.uniform(rng_key, (batch_size, num_groups))
+    u = draws.uniform(rng_key, (batch_size, num_groups))
     u = segments.take_along(u, group)
     positions = rank + (idx - start + u) / size
   elif method == "multinomial":
     # Sorted, so that ancestors are non-decreasing as with systematic
     # resampling: a run of equal labels stays one run (TSMCTS's slots).
-    positions = jnp.sort(rank + jax.random.uniform(rng_key, (batch_size, num_particles)), axis=1)
+    positions = jnp.sort(rank + draws.uniform(rng_key, (batch_size, num_particles)), axis=1)
   else:  # validated earlier; kept for direct callers.
     raise ValueError(f"resampling_method={method!r}; expected 'systematic' or 'multinomial'.")
   # Up to 128 particles per root, compare all positions with all CDF entries
@@ -310,7 +311,7 @@ def sample_actions(rng_key: chex.PRNGKey, prior_logits: chex.Array,
   else:
     cdf = jnp.cumsum(mass, axis=-1)
   if uniform is None:
-    uniform = jax.random.uniform(rng_key, prior_logits.shape[:-1] + (1,))
+    uniform = draws.uniform(rng_key, prior_logits.shape[:-1] + (1,))
   u = uniform * cdf[..., -1:]
   index = jnp.arange(num_actions)
   has_mass = mass > 0

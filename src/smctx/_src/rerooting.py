@@ -28,6 +28,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from smctx._src import draws
 from smctx._src import greedification
 from smctx._src import particles as particles_lib
 from smctx._src import segments
@@ -113,7 +114,7 @@ def _discrete_second_actions(particles: Particles, step: ModelStep, keys: StepKe
   pooled_probs = segments.segment_sum(probs, particles.group, num_groups) / jnp.maximum(
       size, 1)[..., None]
   pooled_logits = jnp.log(jnp.maximum(pooled_probs, jnp.finfo(jnp.float32).tiny))
-  gumbel = gumbel_scale * jax.random.gumbel(keys.resample, (batch_size, num_groups, num_actions))
+  gumbel = gumbel_scale * draws.gumbel(keys.resample, (batch_size, num_groups, num_actions))
   sampled = model.sample(keys.sample, step.policy)
   second_action = jax.vmap(_second_action_of_one_root)(
       particles.group, step.policy, gumbel + pooled_logits, sampled)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Optional
 
 import chex
-import jax
 import jax.numpy as jnp
 import mctx
 
+from smctx._src import draws
 from smctx._src import greedification
 from smctx._src import particles as particles_lib
 from smctx._src import segments
@@ -73,7 +73,7 @@ def prepare(rng_key: chex.PRNGKey, root: mctx.RootFnOutput, invalid_actions: che
   no_valid = jnp.all(user_invalid, axis=-1)
   invalid = user_invalid & ~no_valid[:, None]
   value = jnp.where(jnp.isfinite(raw_value), raw_value, 0.0)
-  gumbel = gumbel_scale * jax.random.gumbel(rng_key, (batch_size, num_actions), jnp.float32)
+  gumbel = gumbel_scale * draws.gumbel(rng_key, (batch_size, num_actions))
   return PreparedRoot(
       prior_logits=greedification.mask_logits(logits, invalid), value=value,
       embedding=root.embedding, invalid_actions=invalid, no_valid_action=no_valid,

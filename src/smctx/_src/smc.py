@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import mctx
 
+from smctx._src import draws
 from smctx._src import engine
 from smctx._src import start as start_lib
 from smctx._src import root as root_lib
@@ -101,7 +102,7 @@ def smc_policy(
   start = start_lib.start_search(rng_key, root, recurrent_fn, invalid_actions, options, "smc")
   prepared, layout, num_actions = start.root, start.layout, start.num_actions
   # Root actions sampled from the prior: the occupancy estimator requires it.
-  root_action = jax.random.categorical(
+  root_action = draws.categorical(
       start.init_key, prepared.prior_logits[:, None, :],
       shape=(start.batch_size, start.num_particles)).astype(jnp.int32)
   particles = root_lib.particles_taking(prepared, start.model, root_action, params,

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import mctx
 
+from smctx._src import draws
 from smctx._src import engine
 from smctx._src import start as start_lib
 from smctx._src import greedification
@@ -144,6 +145,6 @@ def _root_actions(rng_key: chex.PRNGKey, root: root_lib.PreparedRoot,
   num_valid = jnp.sum(valid, axis=-1, keepdims=True)
   slot = jnp.arange(num_particles)[None]
   top = segments.take_along(order, jnp.minimum(slot, num_actions - 1))
-  sampled = jax.random.categorical(
+  sampled = draws.categorical(
       rng_key, root.prior_logits[:, None, :], shape=(batch_size, num_particles))
   return jnp.where(slot < num_valid, top, sampled).astype(jnp.int32)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import mctx
 
 from smctx._src import budget
+from smctx._src import draws
 from smctx._src import engine
 from smctx._src import greedification
 from smctx._src import particles as particles_lib
@@ -295,7 +296,7 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
                                                 weight)
   score = ctx.score(halving)
   if ctx.elimination == "random":
-    keep_score = jax.random.uniform(jax.random.fold_in(elimination_key, iteration), score.shape)
+    keep_score = draws.uniform(jax.random.fold_in(elimination_key, iteration), score.shape)
   else:
     keep_score = score
   survivors = jnp.asarray(ctx.schedule.survivors, jnp.int32)[iteration]
