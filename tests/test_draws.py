@@ -44,6 +44,9 @@ def test_categorical_is_jax_randoms_draw(threefry):
   got = draws.categorical(key, logits, (4, 9))
   np.testing.assert_array_equal(got, jax.random.categorical(key, logits, shape=(4, 9)))
   assert not np.any(np.asarray(got)[0] == 2)
+  half = logits.astype(jnp.bfloat16)
+  np.testing.assert_array_equal(draws.categorical(key, half, (4, 9)),
+                                jax.random.categorical(key, half, shape=(4, 9)))
 
 
 @pytest.mark.parametrize("make_key", [jax.random.PRNGKey, jax.random.key], ids=["raw", "typed"])

@@ -27,9 +27,10 @@ def uniform(rng_key: chex.PRNGKey, shape: Sequence[int], minval: float = 0.0,
   return flat.reshape(tuple(shape))
 
 
-def gumbel(rng_key: chex.PRNGKey, shape: Sequence[int]) -> chex.Array:
-  """`jax.random.gumbel(rng_key, shape, jnp.float32)`, drawn flat."""
-  return jax.random.gumbel(rng_key, (math.prod(shape),), jnp.float32).reshape(tuple(shape))
+def gumbel(rng_key: chex.PRNGKey, shape: Sequence[int],
+           dtype: jnp.dtype = jnp.float32) -> chex.Array:
+  """`jax.random.gumbel(rng_key, shape, dtype)`, drawn flat."""
+  return jax.random.gumbel(rng_key, (math.prod(shape),), dtype).reshape(tuple(shape))
 
 
 def categorical(rng_key: chex.PRNGKey, logits: chex.Array, shape: Sequence[int]) -> chex.Array:
@@ -39,7 +40,7 @@ def categorical(rng_key: chex.PRNGKey, logits: chex.Array, shape: Sequence[int])
   broadcastable from `logits.shape[:-1]`.
   """
   shape = tuple(shape)
-  noise = gumbel(rng_key, shape + logits.shape[-1:]).astype(logits.dtype)
+  noise = gumbel(rng_key, shape + logits.shape[-1:], logits.dtype)
   return jnp.argmax(noise + logits, axis=-1)
 
 
