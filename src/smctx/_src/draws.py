@@ -20,11 +20,9 @@ import jax
 import jax.numpy as jnp
 
 
-def uniform(rng_key: chex.PRNGKey, shape: Sequence[int], minval: float = 0.0,
-            maxval: float = 1.0) -> chex.Array:
-  """`jax.random.uniform(rng_key, shape, jnp.float32, minval, maxval)`, drawn flat."""
-  flat = jax.random.uniform(rng_key, (math.prod(shape),), jnp.float32, minval, maxval)
-  return flat.reshape(tuple(shape))
+def uniform(rng_key: chex.PRNGKey, shape: Sequence[int]) -> chex.Array:
+  """`jax.random.uniform(rng_key, shape, jnp.float32)` in `[0, 1)`, drawn flat."""
+  return jax.random.uniform(rng_key, (math.prod(shape),), jnp.float32).reshape(tuple(shape))
 
 
 def gumbel(rng_key: chex.PRNGKey, shape: Sequence[int],

@@ -159,8 +159,9 @@ def _run_order_of_one_root(group: chex.Array, label: chex.Array, num_groups: int
   smaller_label = (jnp.cumsum(counts, axis=-1) - counts)[group, label]
   position = segments.position_in_segment(group[None])[0]
   group_start = jnp.arange(group.shape[0]) - position
-  seen = jnp.cumsum(has_label, axis=0) - has_label  # same label earlier in the row
-  seen_before_group = jnp.cumsum(has_label, axis=0)[jnp.maximum(group_start - 1, 0)]
+  seen_through = jnp.cumsum(has_label, axis=0)  # [N, L]: each label up to and with a particle
+  seen = seen_through - has_label  # same label earlier in the row
+  seen_before_group = seen_through[jnp.maximum(group_start - 1, 0)]
   seen_before_group = jnp.where((group_start > 0)[:, None], seen_before_group, 0)
   same_label_earlier = segments.take_along(seen - seen_before_group, label[:, None], axis=-1)[:, 0]
   destination = group_start + smaller_label + same_label_earlier
