@@ -363,10 +363,9 @@ def search_step(ctx: Context, keys: engine.StepKeys, elimination_key: chex.PRNGK
   particles, keys = state.particles, keys.at(i)
   step = particles_lib.mutate(ctx.params, keys.model, ctx.model, particles.action,
                               particles.embedding)
-  as_branch = lambda fn: lambda: engine.match_varying(
-      fn(ctx, state, step, keys, i), state, step)
-  state, diagnostics = jax.lax.cond(jnp.asarray(ctx.schedule.is_root_step)[i],
-                                    as_branch(root_step), as_branch(inner_step))
+  state, diagnostics = _static_or_cond(ctx.schedule.is_root_step, i,
+                                       lambda: root_step(ctx, state, step, keys, i),
+                                       lambda: inner_step(ctx, state, step, keys, i), state, step)
   # One conditional around the iteration boundary: an ordinary step takes one empty branch,
   # not two (fewer kernels run; docs/performance.md).
   state, distinct = _static_or_cond(
