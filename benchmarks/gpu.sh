@@ -11,6 +11,8 @@
 #   WHEELS_DIR=/tmp/w SIZE=tiny ..., the dry run installs from wheels too (this CPU's Python)
 #   PARTS="tests speed" bash benchmarks/gpu.sh OUT   # a subset; "tests" runs the default tests
 #   PARTS="profile tests" bash benchmarks/gpu.sh OUT # the per-phase profile (issue 24) and tests
+#   PARTS="profile ab tests" bash benchmarks/gpu.sh OUT  # and the A/B of the step changes that
+#                                                    # were not kept on CPU (ab_variants.py)
 #
 # Such a machine has jax, chex, flax, optax, matplotlib and pytest but not mctx, pgx, jumanji
 # or their own needs. Where `.whl/` exists beside this checkout's root, its wheels are
@@ -23,7 +25,8 @@
 # lists every part with its exit code and seconds, `environment.txt` the device and versions.
 # Parts and limits (s): speed 90, quality 180, snake 200 (trains the `early` network first
 # unless benchmarks/results/snake_search/networks is carried): 470 s in all; tests 240,
-# profile 120 (not in the default parts: `speed.py --mode profile`, kernel time by phase).
+# profile 120 (not in the default parts: `speed.py --mode profile`, kernel time by phase),
+# ab 150 (not in the default parts: `ab_variants.py`, batch 256, budget 256).
 set -u
 cd "$(dirname "$0")/.."
 WHEELS=(mctx==0.0.71 pgx==2.6.0 svgwrite==1.4.3 jumanji==1.1.2 dm-env==1.6 dm-tree==0.1.10
@@ -60,12 +63,14 @@ if [ "$SIZE" = "tiny" ]; then
   QUALITY=(--mode tiny)
   SNAKE=(--episodes 8 --budgets "" --calls 4 --widths 4,8 --time-budgets 8)
   PROFILE=(--mode profile --algorithms tsmcts --models tabular)
+  AB=(--models tabular --batches 4 --rounds 3 --mctx-rounds 1)
 else
   TESTS=(-q -x -n 8)
   SPEED=(--mode latency)
   QUALITY=(--mode quick --budgets 64,256 --calls 16,64,256 --widths 16,64,256)
   SNAKE=(--episodes 256 --budgets "" --calls 16,64,256 --widths 16,64,256 --time-budgets 64)
   PROFILE=(--mode profile)
+  AB=(--batches 256 --rounds 100)
 fi
 
 : > "$OUT/status.txt"
@@ -91,5 +96,6 @@ part quality 180 "$PYTHON" benchmarks/quality.py "${QUALITY[@]}" --out "$OUT/qua
 part snake 200 "$PYTHON" benchmarks/snake_search.py "${SNAKE[@]}" --only-networks early \
   --out "$OUT/snake"
 part profile 120 "$PYTHON" benchmarks/speed.py "${PROFILE[@]}" --out "$OUT/speed"
+part ab 150 "$PYTHON" benchmarks/ab_variants.py "${AB[@]}" --out "$OUT/speed"
 part tests 240 "$PYTHON" -m pytest "${TESTS[@]}"
 cat "$OUT/status.txt"
