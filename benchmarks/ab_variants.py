@@ -23,6 +23,10 @@ Variants:
                     floor calls it. This is NOT the library's contract (mctx's `[B]` rows and one
                     key per particle slice); the outputs are the same for this deterministic
                     model. It measures what that contract costs (4-5 % on the CPU).
+  segment_loops     TSMCTS's steps as a loop of segments (the steps up to an iteration boundary)
+                    around a loop of steps: the boundary runs once a segment in the outer loop,
+                    and an ordinary step no longer carries its conditional (XLA:GPU may read
+                    every conditional's predicate on the host); bit-identical.
 
 Each row reports the median seconds per search and the paired ratio to the unchanged search
 (`ratio`: mean over rounds of variant / baseline, with its standard error), search/floor and
@@ -42,6 +46,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import os
 import sys
 import time
@@ -58,7 +64,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import speed  # noqa: E402
 from claims import metadata  # noqa: E402
 from claims import write_csv  # noqa: E402
-from smctx._src import draws, engine, particles, segments  # noqa: E402
+from smctx._src import draws, engine, particles, segments, tsmcts  # noqa: E402
 
 ALGORITHMS = ("smcts", "tsmcts")
 
@@ -123,6 +129,54 @@ def flat_model_call(original):
   return over_particle_slices
 
 
+@dataclasses.dataclass(frozen=True)
+class _NoBoundary(tsmcts.Schedule):
+  """The schedule with no step at an iteration boundary: `search_step` then runs none."""
+
+  @property
+  def at_boundary(self) -> tuple[bool, ...]:
+    return (False,) * self.num_steps
+
+
+def segment_loops(original):
+  def run_steps(loop_fn, num_steps, body, carry, batch_size, reference=()):
+    if getattr(body, "func", None) is not tsmcts.search_step:
+      return original(loop_fn, num_steps, body, carry, batch_size, reference)
+    ctx, keys, elimination_key = body.args
+    # A segment: the steps up to and including the next boundary (every search ends at one).
+    ends = [i for i, boundary in enumerate(ctx.schedule.at_boundary) if boundary]
+    starts, ends = jnp.asarray([0] + [e + 1 for e in ends[:-1]]), jnp.asarray(ends)
+    schedule = _NoBoundary(**{f.name: getattr(ctx.schedule, f.name)
+                              for f in dataclasses.fields(ctx.schedule)})
+    step = functools.partial(tsmcts.search_step, dataclasses.replace(ctx, schedule=schedule),
+                             keys, elimination_key)
+    fields = engine.StepDiagnostics.zeros(batch_size)
+    marked = jax.tree_util.tree_map(lambda _: False, fields).replace(distinct_actions=True)
+    distinct_column = jax.tree_util.tree_leaves(marked).index(True)
+    table = jnp.zeros((batch_size, num_steps, len(jax.tree_util.tree_leaves(fields))))
+
+    def write(table, i, row):
+      return jax.lax.dynamic_update_index_in_dim(table, row, i, axis=1)
+
+    def step_body(i, state):
+      carry, table = state
+      carry, diagnostics = step(i, carry)
+      row = jnp.stack([x.astype(jnp.float32) for x in jax.tree_util.tree_leaves(diagnostics)], -1)
+      return carry, write(table, i, row)
+
+    def segment_body(j, state):
+      carry, table = loop_fn(starts[j], ends[j] + 1, step_body, state)
+      row = jax.lax.dynamic_index_in_dim(table, ends[j], axis=1, keepdims=False)
+      carry, distinct = tsmcts.iteration_boundary(ctx, carry, keys.at(ends[j]), ends[j],
+                                                  elimination_key, row[:, distinct_column])
+      return carry, write(table, ends[j], row.at[:, distinct_column].set(distinct))
+
+    carry, table = loop_fn(0, len(ends), segment_body, (carry, table))
+    columns = iter(jnp.moveaxis(table, -1, 0))
+    return carry, jax.tree_util.tree_map(lambda x: next(columns).astype(x.dtype), fields)
+  return run_steps
+
+
 # name: (module, attribute, patch); the patch takes the original function.
 VARIANTS = {
     "baseline": None,
@@ -130,6 +184,7 @@ VARIANTS = {
     "sample_no_max": (particles, "sample_actions", sample_no_max),
     "skip_resampling": (engine, "resample_within_groups", skip_resampling),
     "flat_model_call": (particles, "over_particle_slices", flat_model_call),
+    "segment_loops": (engine, "run_steps", segment_loops),
 }
 
 
