@@ -142,6 +142,7 @@ def segment_loops(original):
   def run_steps(loop_fn, num_steps, body, carry, batch_size, reference=()):
     if getattr(body, "func", None) is not tsmcts.search_step:
       return original(loop_fn, num_steps, body, carry, batch_size, reference)
+    # `reference` matters only inside `shard_map`, which this harness does not run.
     ctx, keys, elimination_key = body.args
     # A segment: the steps up to and including the next boundary (every search ends at one).
     ends = [i for i, boundary in enumerate(ctx.schedule.at_boundary) if boundary]
