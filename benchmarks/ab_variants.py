@@ -5,8 +5,8 @@ faster on the 2-core CPU, where a kernel costs its arithmetic rather than its la
 marks them as "worth an A/B where a GPU is lent". This script is that A/B. Each variant is
 applied as a patch of one library function while the search is traced; the library's files
 are unchanged. The script checks each variant's outputs against the unchanged search and times
-every program in one process, alternating: the model-call floor, mctx, and each search as it is
-and with each variant.
+every program in one process, alternating a round at a time: the model-call floor and each search
+as it is and with each variant (mctx, much slower, is timed before them, `--mctx-rounds` calls).
 
 Variants:
   baseline          the search as it is.
@@ -30,7 +30,9 @@ Variants:
 
 Each row reports the median seconds per search and the paired ratio to the unchanged search
 (`ratio`: mean over rounds of variant / baseline, with its standard error), search/floor and
-speedup over mctx, the kernels of the compiled per-step loop (`speed.loop_kernels`), and the
+speedup over mctx, the kernels of the compiled per-step loop (`speed.loop_kernels`: for
+`segment_loops` that is the loop of segments with the loop of steps inside it, so not the same
+count as its baseline's), and the
 check against the baseline: `identical` (every output array bit-equal), `actions_equal` (the
 fraction of equal actions) and `max_weight_diff` (largest difference in `action_weights`).
 
@@ -81,12 +83,12 @@ def dense_slot_sums(original):
 
 
 def sample_no_max(original):
-  del original
-
   def sample_actions(rng_key, prior_logits, uniform=None):
     # Sanitised logits have maximum 0 (mass 1 there), or every entry the lowest float32,
     # whose exp is 0: such a row is drawn uniformly, as `exp(logits - max)` would.
     num_actions = prior_logits.shape[-1]
+    if num_actions > particles.MATMUL_CUMSUM_MAX_ACTIONS:  # the original sums with `cumsum`
+      return original(rng_key, prior_logits, uniform)
     mass = jnp.exp(prior_logits)
     upper = jnp.triu(jnp.ones((num_actions, num_actions), mass.dtype))
     cdf = jnp.einsum("...a,ac->...c", mass, upper, precision=jax.lax.Precision.HIGHEST)
@@ -108,13 +110,22 @@ def skip_resampling(original):
     ess, size = particles.group_ess(state.log_weight, state.group, config.num_groups)
     needed = (ess < config.ess_threshold * size) & (size > 0) & allow_resample
 
+    def resample():
+      # The original's own ESS is this one: XLA cannot share it across the branch, and the
+      # change this measures would compute it once.
+      group_ess = particles.group_ess
+      particles.group_ess = lambda *_: (ess, size)
+      try:
+        return original(rng_key, state, config, allow_resample)
+      finally:
+        particles.group_ess = group_ess
+
     def skip():
       itself = jnp.broadcast_to(jnp.arange(state.group.shape[1], dtype=jnp.int32),
                                 state.group.shape)
       return state, jnp.zeros_like(needed), ess, itself
 
-    return jax.lax.cond(jnp.any(needed),
-                        lambda: original(rng_key, state, config, allow_resample), skip)
+    return jax.lax.cond(jnp.any(needed), resample, skip)
   return resample_within_groups
 
 
@@ -227,7 +238,8 @@ def alternate(programs: list, rounds: int) -> np.ndarray:
 
 
 def measure(model: str, batch: int, budget: int, num_particles: int, variants: list[str],
-            rounds: int, mctx_rounds: int) -> list[dict]:
+            rounds: int, mctx_rounds: int, on_compiled=None) -> list[dict]:
+  """One row per search and variant; `on_compiled(rows)` is called before the timing."""
   params, root_fn, recurrent_fn = speed.MODELS[model]()
   key = jax.random.PRNGKey(0)
   search_args = (params, key, root_fn(params, batch))
@@ -257,6 +269,8 @@ def measure(model: str, batch: int, budget: int, num_particles: int, variants: l
                        **compare(output, reference)))
       programs.append((compiled, search_args))
       print(f"compiled {algorithm} {variant} ({compile_s:.1f} s)", flush=True)
+  if on_compiled is not None:
+    on_compiled(rows)
   seconds = alternate(programs, rounds)
   floor_seconds = float(np.median(seconds[:, 0]))
   for j, row in enumerate(rows, start=1):
@@ -312,10 +326,15 @@ def main(argv=None) -> int:
   print("\n".join(meta))
   os.makedirs(args.out, exist_ok=True)
   slug, rows = speed.device_slug(), []
+  path = f"{args.out}/ab_variants_{slug}.csv"
   for model, batch, budget in configs:
+    # The rows are written once compiled (outputs and kernels), and again once timed, so that
+    # a run stopped by a time limit keeps what it measured.
+    done = list(rows)
     rows += measure(model, batch, budget, args.num_particles, variants, args.rounds,
-                    args.mctx_rounds)
-    write_csv(f"{args.out}/ab_variants_{slug}.csv", rows, meta)  # kept if a later one times out
+                    args.mctx_rounds, on_compiled=lambda new, done=done: write_csv(
+                        path, done + new, meta))
+    write_csv(path, rows, meta)
     print(f"== {model}, batch {batch}, budget {budget}")
     for r in rows[-len(variants) * len(ALGORITHMS):]:
       print(f"{r['algorithm']:6s} {r['variant']:16s} {r['seconds'] * 1e3:8.2f} ms  "
