@@ -52,7 +52,6 @@ import dataclasses
 import functools
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -162,30 +161,21 @@ def segment_loops(original):
                               for f in dataclasses.fields(ctx.schedule)})
     step = functools.partial(tsmcts.search_step, dataclasses.replace(ctx, schedule=schedule),
                              keys, elimination_key)
-    fields = engine.StepDiagnostics.zeros(batch_size)
-    marked = jax.tree_util.tree_map(lambda _: False, fields).replace(distinct_actions=True)
-    distinct_column = jax.tree_util.tree_leaves(marked).index(True)
-    table = jnp.zeros((batch_size, num_steps, len(jax.tree_util.tree_leaves(fields))))
-
-    def write(table, i, row):
-      return jax.lax.dynamic_update_index_in_dim(table, row, i, axis=1)
-
     def step_body(i, state):
       carry, table = state
       carry, diagnostics = step(i, carry)
-      row = jnp.stack([x.astype(jnp.float32) for x in jax.tree_util.tree_leaves(diagnostics)], -1)
-      return carry, write(table, i, row)
+      return carry, table.write(i, diagnostics)
 
     def segment_body(j, state):
       carry, table = loop_fn(starts[j], ends[j] + 1, step_body, state)
-      row = jax.lax.dynamic_index_in_dim(table, ends[j], axis=1, keepdims=False)
+      diagnostics = table.read(ends[j])
       carry, distinct = tsmcts.iteration_boundary(ctx, carry, keys.at(ends[j]), ends[j],
-                                                  elimination_key, row[:, distinct_column])
-      return carry, write(table, ends[j], row.at[:, distinct_column].set(distinct))
+                                                  elimination_key, diagnostics.distinct_actions)
+      return carry, table.write(ends[j], diagnostics.replace(distinct_actions=distinct))
 
+    table = engine.DiagnosticsTable.zeros(batch_size, num_steps)
     carry, table = loop_fn(0, len(ends), segment_body, (carry, table))
-    columns = iter(jnp.moveaxis(table, -1, 0))
-    return carry, jax.tree_util.tree_map(lambda x: next(columns).astype(x.dtype), fields)
+    return carry, table.columns()
   return run_steps
 
 
@@ -228,13 +218,7 @@ def compare(output, reference) -> dict:
 
 def alternate(programs: list, rounds: int) -> np.ndarray:
   """`[rounds, len(programs)]` wall seconds, every program called once per round, in turn."""
-  seconds = np.zeros((rounds, len(programs)))
-  for r in range(rounds):
-    for j, (compiled, args) in enumerate(programs):
-      start = time.perf_counter()
-      jax.block_until_ready(compiled(*args))
-      seconds[r, j] = time.perf_counter() - start
-  return seconds
+  return np.array([[wall for wall, _ in speed.timed_round(programs)] for _ in range(rounds)])
 
 
 def measure(model: str, batch: int, budget: int, num_particles: int, variants: list[str],

@@ -313,6 +313,17 @@ def compile_program(fn, *args):
   return compiled, time.perf_counter() - start, lowered_at - start
 
 
+def timed_round(programs) -> list[tuple[float, float]]:
+  """Calls every compiled program of `[(compiled, args), ...]` once, in turn: the wall and the
+  process CPU seconds of each call."""
+  times = []
+  for compiled, args in programs:
+    start, cpu_start = time.perf_counter(), time.process_time()
+    jax.block_until_ready(compiled(*args))
+    times.append((time.perf_counter() - start, time.process_time() - cpu_start))
+  return times
+
+
 def time_calls(programs, min_repeats: int, max_repeats: int, target_seconds: float):
   """Per-call seconds of compiled programs, called in turn so that they share the load.
 
@@ -327,11 +338,9 @@ def time_calls(programs, min_repeats: int, max_repeats: int, target_seconds: flo
   cpu_seconds = [[] for _ in programs]
   while len(seconds[0]) < max_repeats and (len(seconds[0]) < min_repeats
                                            or sum(map(sum, seconds)) < target_seconds):
-    for (compiled, args), wall, cpu in zip(programs, seconds, cpu_seconds, strict=True):
-      start, cpu_start = time.perf_counter(), time.process_time()
-      jax.block_until_ready(compiled(*args))
-      wall.append(time.perf_counter() - start)
-      cpu.append(time.process_time() - cpu_start)
+    for (wall, cpu), walls, cpus in zip(timed_round(programs), seconds, cpu_seconds, strict=True):
+      walls.append(wall)
+      cpus.append(cpu)
   stats = []
   for wall, cpu in zip(seconds, cpu_seconds, strict=True):
     q25, q50, q75 = np.percentile(wall, [25, 50, 75])

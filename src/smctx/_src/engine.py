@@ -301,6 +301,38 @@ def match_varying(tree: chex.ArrayTree, *references: chex.ArrayTree) -> chex.Arr
   return jax.tree_util.tree_map(cast, tree)
 
 
+@pytree_dataclass(frozen=True)
+class DiagnosticsTable(PytreeDataclass):
+  """Every step's `StepDiagnostics` as one float32 table `[B, num_steps, fields]`, written
+  once a step: the counts and flags are small integers, exact in float32."""
+  table: chex.Array
+
+  @classmethod
+  def zeros(cls, batch_size: int, num_steps: int) -> "DiagnosticsTable":
+    num_fields = len(jax.tree_util.tree_leaves(StepDiagnostics.zeros(batch_size)))
+    return cls(table=jnp.zeros((batch_size, num_steps, num_fields), jnp.float32))
+
+  def write(self, i: chex.Array, diagnostics: StepDiagnostics) -> "DiagnosticsTable":
+    """The table with step `i`'s row set to `diagnostics` (`[B]` each)."""
+    with jax.named_scope("diagnostics"):
+      row = jnp.stack([x.astype(jnp.float32) for x in jax.tree_util.tree_leaves(diagnostics)],
+                      axis=-1)
+      return self.replace(table=jax.lax.dynamic_update_index_in_dim(self.table, row, i, axis=1))
+
+  def read(self, i: chex.Array) -> StepDiagnostics:
+    """Step `i`'s row, `[B]` each, in the fields' own dtypes."""
+    return self._unpack(jax.lax.dynamic_index_in_dim(self.table, i, axis=1, keepdims=False))
+
+  def columns(self) -> StepDiagnostics:
+    """Every step, `[B, num_steps]` each, in the fields' own dtypes."""
+    return self._unpack(self.table)
+
+  def _unpack(self, rows: chex.Array) -> StepDiagnostics:
+    columns = iter(jnp.moveaxis(rows, -1, 0))
+    return jax.tree_util.tree_map(lambda x: next(columns).astype(x.dtype),
+                                  StepDiagnostics.zeros(self.table.shape[0]))
+
+
 def run_steps(loop_fn: LoopFn, num_steps: int, body: Callable, carry: chex.ArrayTree,
               batch_size: int, reference: chex.ArrayTree = ()
               ) -> tuple[chex.ArrayTree, StepDiagnostics]:
@@ -310,22 +342,14 @@ def run_steps(loop_fn: LoopFn, num_steps: int, body: Callable, carry: chex.Array
   `[B, num_steps]`. `reference`: inputs of the body (e.g. the rng key) whose
   mesh variance the carry must share inside `shard_map`.
   """
-  # One float32 table `[B, num_steps, fields]`, written once a step: the counts and flags are
-  # small integers, exact in float32, and go back to their dtypes after the loop.
-  fields = StepDiagnostics.zeros(batch_size)
-  table = jnp.zeros((batch_size, num_steps, len(jax.tree_util.tree_leaves(fields))), jnp.float32)
-
   def loop_body(i: chex.Array, state: tuple) -> tuple:
     carry, table = state
-    carry, diag = body(i, carry)
-    with jax.named_scope("diagnostics"):
-      row = jnp.stack([x.astype(jnp.float32) for x in jax.tree_util.tree_leaves(diag)], axis=-1)
-      table = jax.lax.dynamic_update_index_in_dim(table, row, i, axis=1)
-    return carry, table
+    carry, diagnostics = body(i, carry)
+    return carry, table.write(i, diagnostics)
 
+  table = DiagnosticsTable.zeros(batch_size, num_steps)
   carry, table = loop_fn(0, num_steps, loop_body, match_varying((carry, table), reference))
-  columns = iter(jnp.moveaxis(table, -1, 0))
-  return carry, jax.tree_util.tree_map(lambda x: next(columns).astype(x.dtype), fields)
+  return carry, table.columns()
 
 
 def run_smc(params: chex.ArrayTree, rng_key: chex.PRNGKey, model: ActionModel,
