@@ -541,6 +541,13 @@ def instruction_table(hlo_text: str) -> dict[str, tuple[str, str]]:
   return {name: (opcode, _op_name(line)) for _, name, opcode, line in _instructions(hlo_text)}
 
 
+# On a GPU, XLA runs sequences of kernels as command buffers (CUDA graphs) by default; their
+# kernels appear in a trace without the HLO instruction that launched them (seen on an H100 with
+# jax 0.11.2: no smctx kernel matched; openxla/xprof#3070), so `--mode profile` turns them off.
+# The wall times it reports are then those of kernels launched one by one.
+COMMAND_BUFFERS_OFF = "--xla_gpu_enable_command_buffer="
+
+
 def phase_seconds(compiled, args, repeats: int) -> dict:
   """Seconds per call spent in each phase's kernels, and the kernels run per call, from a
   `jax.profiler` trace of `repeats` calls (`kernel_events_by_phase`). On a GPU or TPU only
@@ -556,7 +563,11 @@ def phase_seconds(compiled, args, repeats: int) -> dict:
   device = [p for p in planes if p.name.startswith(("/device:GPU", "/device:TPU"))]
   events = ((dict(event.stats).get("hlo_op", event.name), event.duration_ns)
             for plane in device or planes for line in plane.lines for event in line.events)
-  return kernel_events_by_phase(events, table, repeats)
+  result = kernel_events_by_phase(events, table, repeats)
+  if device and result["kernels_run"] == 0:
+    print("warning: no kernel of the trace was matched to an instruction; kernels run inside a "
+          f"command buffer carry none ({COMMAND_BUFFERS_OFF} turns them off)", flush=True)
+  return result
 
 
 def kernel_events_by_phase(events, table: dict[str, tuple[str, str]], repeats: int) -> dict:
@@ -1188,8 +1199,13 @@ def main(argv=None):
     write_csv(f"{args.out}/speed_memory_sweep_{slug}.csv", rows, meta)
     plot_memory_sweep(rows, f"{args.out}/speed_memory_sweep_{slug}.png", meta)
     return 0
+  if args.mode == "profile" and "xla_gpu_enable_command_buffer" not in os.environ.get(
+      "XLA_FLAGS", ""):  # read when the backend starts, which nothing above has done
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {COMMAND_BUFFERS_OFF}".strip()
   if args.mode in ("kernels", "profile"):
     meta, suffix = metadata(args.mode), ""
+    if args.mode == "profile" and jax.default_backend() == "gpu":
+      meta.append(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')} (per-kernel attribution)")
     if args.gpu_threefry and use_unrolled_threefry():
       meta.append("threefry: unrolled, as a GPU compiles it (--gpu-threefry)")
       suffix = "_gpu_threefry"
