@@ -13,6 +13,8 @@
 #   PARTS="profile tests" bash benchmarks/gpu.sh OUT # the per-phase profile (issue 24) and tests
 #   PARTS="profile ab tests" bash benchmarks/gpu.sh OUT  # and the A/B of the step changes that
 #                                                    # were not kept on CPU (ab_variants.py)
+#   PARTS="targets profile tests ab" bash benchmarks/gpu.sh OUT  # issue 24's GPU run (H100,
+#                                                    # 2026-12-05: 285 s; results committed)
 #
 # Such a machine has jax, chex, flax, optax, matplotlib and pytest but not mctx, pgx, jumanji
 # or their own needs. Where `.whl/` exists beside this checkout's root, its wheels are
@@ -25,8 +27,12 @@
 # lists every part with its exit code and seconds, `environment.txt` the device and versions.
 # Parts and limits (s): speed 90, quality 180, snake 200 (trains the `early` network first
 # unless benchmarks/results/snake_search/networks is carried): 470 s in all; tests 240,
-# profile 120 (not in the default parts: `speed.py --mode profile`, kernel time by phase),
-# ab 150 (not in the default parts: `ab_variants.py`, batch 256, budget 256).
+# profile 120 (not in the default parts: `speed.py --mode profile`, kernel time by phase, with
+# XLA's command buffers off so that each kernel is named in the trace), ab 150 (not in the
+# default parts: `ab_variants.py`, batch 256, budget 256), targets 110 (not in the default
+# parts: issue 24's search/floor and compile times at 64-4096 simulations, N = 16, batch 256).
+# The tests run without stopping at a failure, with JAX's preallocation off (8 workers share
+# the GPU).
 set -u
 cd "$(dirname "$0")/.."
 WHEELS=(mctx==0.0.71 pgx==2.6.0 svgwrite==1.4.3 jumanji==1.1.2 dm-env==1.6 dm-tree==0.1.10
@@ -64,13 +70,15 @@ if [ "$SIZE" = "tiny" ]; then
   SNAKE=(--episodes 8 --budgets "" --calls 4 --widths 4,8 --time-budgets 8)
   PROFILE=(--mode profile --algorithms tsmcts --models tabular)
   AB=(--models tabular --batches 4 --rounds 3 --mctx-rounds 1)
+  TARGETS=(--mode latency --latency-steps 4 --latency-widths 4 --max-call-seconds 10)
 else
-  TESTS=(-q -x -n 8)
+  TESTS=(-q -n 8 -rs --durations=25)
   SPEED=(--mode latency)
   QUALITY=(--mode quick --budgets 64,256 --calls 16,64,256 --widths 16,64,256)
   SNAKE=(--episodes 256 --budgets "" --calls 16,64,256 --widths 16,64,256 --time-budgets 64)
   PROFILE=(--mode profile)
   AB=(--batches 256 --rounds 100)
+  TARGETS=(--mode latency --latency-steps 4,16,64,256 --latency-widths 16)
 fi
 
 : > "$OUT/status.txt"
@@ -95,7 +103,8 @@ part speed 90 "$PYTHON" benchmarks/speed.py "${SPEED[@]}" --out "$OUT/speed"
 part quality 180 "$PYTHON" benchmarks/quality.py "${QUALITY[@]}" --out "$OUT/quality"
 part snake 200 "$PYTHON" benchmarks/snake_search.py "${SNAKE[@]}" --only-networks early \
   --out "$OUT/snake"
+part targets 110 "$PYTHON" benchmarks/speed.py "${TARGETS[@]}" --out "$OUT/speed"
 part profile 120 "$PYTHON" benchmarks/speed.py "${PROFILE[@]}" --out "$OUT/speed"
 part ab 150 "$PYTHON" benchmarks/ab_variants.py "${AB[@]}" --out "$OUT/speed"
-part tests 240 "$PYTHON" -m pytest "${TESTS[@]}"
+part tests 240 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PYTHON" -m pytest "${TESTS[@]}"
 cat "$OUT/status.txt"
