@@ -10,6 +10,7 @@ import pytest
 
 from smctx._src import actions
 from smctx._src import backpropagation
+from smctx._src import draws
 from smctx._src import engine
 from smctx._src import particles as particles_lib
 
@@ -236,6 +237,22 @@ def test_copies_take_distinct_actions_with_mass_then_fall_back_to_their_own_draw
     assert sorted(row[:4]) == [0, 1, 2, 3]  # every action with mass once, never action 4
     assert list(row[4:6]) == [-7, -7]  # beyond them: the particle's own independent draw
     assert row[6] != row[7] and {row[6], row[7]} <= {0, 1, 2, 3}
+
+
+def test_copies_over_many_actions_take_the_head_of_their_gumbel_order():
+  # Beyond 128 actions the copies take the best few of `gumbel + logits` (a partial order)
+  # instead of ranking every action; the same order, checked against a stable argsort with
+  # the Gumbel noise drawn as `copy_actions` draws it (the source's row, shared by its copies).
+  num_actions = 200
+  logits = np.where(np.arange(num_actions) % 7 == 3, -np.inf, 0.0).astype(np.float32)
+  source = jnp.asarray([[0, 0, 0, 0, 0, 5]], jnp.int32)
+  policy = jnp.broadcast_to(jnp.asarray(logits), (1, 6, num_actions))
+  key = jax.random.key(4)
+  got = np.asarray(engine.copy_actions(key, policy, source, jnp.full((1, 6), -7, jnp.int32)))
+  gumbel = np.asarray(draws.gumbel(key, (1, 6, num_actions)))[0, 0]
+  order = np.argsort(-(gumbel + logits), kind="stable")
+  np.testing.assert_array_equal(got[0, :5], order[:5])
+  assert np.isfinite(logits[got[0, 5]])  # the lone particle's own best: an action with mass
 
 
 def test_the_first_copy_draws_from_the_prior_and_the_second_from_what_is_left():

@@ -53,6 +53,21 @@ def test_descending_rank_is_each_actions_position_in_that_order(num_actions):
   np.testing.assert_array_equal(got, _rank(score))
 
 
+@pytest.mark.parametrize("count", [1, 5, sequential_halving.SELECT_MAX_COUNT,
+                                   sequential_halving.SELECT_MAX_COUNT + 1, 200, 250])
+def test_best_actions_are_the_head_of_the_stable_order_with_ties_and_minus_infinity(count):
+  # Both paths: selection one at a time (count ≤ SELECT_MAX_COUNT) and the sort beyond. Ties
+  # are frequent; -inf marks whole tails (more -inf entries than the count in the last rows),
+  # where an entry already taken must not be taken again.
+  score, considered = _scores(200)
+  score = np.where(considered, score, -np.inf).astype(np.float32)
+  score[2, 3:] = -np.inf
+  score[3] = 0.0
+  got = jax.jit(lambda s: sequential_halving.best_actions(s, count))(jnp.asarray(score))
+  assert got.dtype == jnp.int32
+  np.testing.assert_array_equal(got, _order(score)[:, :min(count, 200)])
+
+
 @pytest.mark.parametrize("num_actions", NUM_ACTIONS)
 def test_rank_candidates_puts_considered_actions_first_best_first(num_actions):
   score, considered = _scores(num_actions)

@@ -30,7 +30,10 @@ def descending_rank(score: chex.Array) -> chex.Array:
   """
   num_actions = score.shape[-1]
   if num_actions > PAIRWISE_MAX_ACTIONS:
-    return jnp.argsort(descending_order(score), axis=-1).astype(jnp.int32)
+    # The inverse of the order, by one scatter rather than a second sort.
+    order = descending_order(score)
+    position = jnp.broadcast_to(jnp.arange(num_actions, dtype=jnp.int32), order.shape)
+    return jnp.put_along_axis(jnp.zeros_like(order), order, position, axis=-1, inplace=False)
   index = jnp.arange(num_actions)
   other, this = score[..., None, :], score[..., :, None]
   ahead = (other > this) | ((other == this) & (index[None, :] < index[:, None]))
@@ -48,6 +51,32 @@ def descending_order(score: chex.Array) -> chex.Array:
   index = jnp.arange(num_actions, dtype=jnp.int32)
   at_position = rank[..., None, :] == index[:, None]
   return jnp.sum(jnp.where(at_position, index, 0), axis=-1).astype(jnp.int32)
+
+
+# Up to this many, `best_actions` selects the best entries one at a time (two reductions
+# each); beyond, it sorts. On CPU a stable sort of `[64, 16, 362]` took 49 ms.
+SELECT_MAX_COUNT = 32
+
+
+def best_actions(score: chex.Array, count: int) -> chex.Array:
+  """The first `min(count, A)` entries of `descending_order(score)`, `[..., k]` int32.
+
+  For action spaces beyond `PAIRWISE_MAX_ACTIONS`, where a position in the order is wanted
+  only up to `count`. `score` is finite or `-inf`. Up to `SELECT_MAX_COUNT`, by repeated
+  selection: the best entry not yet taken, the first of equal ones (the order's tie-break).
+  """
+  num_actions = score.shape[-1]
+  count = min(count, num_actions)
+  if count > SELECT_MAX_COUNT:
+    return descending_order(score)[..., :count]
+  taken = jnp.zeros(score.shape, bool)
+  best = []
+  for _ in range(count):
+    top = jnp.max(jnp.where(taken, -jnp.inf, score), axis=-1, keepdims=True)
+    first = jnp.argmax(~taken & (score == top), axis=-1).astype(jnp.int32)
+    taken = taken | (jnp.arange(num_actions) == first[..., None])
+    best.append(first)
+  return jnp.stack(best, axis=-1)
 
 
 def rank_candidates(score: chex.Array, considered: chex.Array) -> chex.Array:
