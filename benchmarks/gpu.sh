@@ -15,6 +15,8 @@
 #                                                    # were not kept on CPU (ab_variants.py)
 #   PARTS="targets profile tests ab" bash benchmarks/gpu.sh OUT  # issue 24's GPU run (H100,
 #                                                    # 2026-12-05: 285 s; results committed)
+#   PARTS="profile go" bash benchmarks/gpu.sh OUT    # what that run left: the per-phase profile
+#                                                    # and the Go-sized target
 #
 # Such a machine has jax, chex, flax, optax, matplotlib and pytest but not mctx, pgx, jumanji
 # or their own needs. Where `.whl/` exists beside this checkout's root, its wheels are
@@ -30,7 +32,9 @@
 # profile 120 (not in the default parts: `speed.py --mode profile`, kernel time by phase, with
 # XLA's command buffers off so that each kernel is named in the trace), ab 150 (not in the
 # default parts: `ab_variants.py`, batch 256, budget 256), targets 110 (not in the default
-# parts: issue 24's search/floor and compile times at 64-4096 simulations, N = 16, batch 256).
+# parts: issue 24's search/floor and compile times at 64-4096 simulations, N = 16, batch 256),
+# go 150 (not in the default parts: `speed.py --mode go`, the Go-sized target: 362 actions,
+# batch 64, 800 simulations).
 # The tests run without stopping at a failure, with JAX's preallocation off (8 workers share
 # the GPU).
 set -u
@@ -71,6 +75,7 @@ if [ "$SIZE" = "tiny" ]; then
   PROFILE=(--mode profile --algorithms tsmcts --models tabular)
   AB=(--models tabular --batches 4 --rounds 3 --mctx-rounds 1)
   TARGETS=(--mode latency --latency-steps 4 --latency-widths 4 --max-call-seconds 10)
+  GO=(--mode go --algorithms smcts,tsmcts)
 else
   TESTS=(-q -n 8 -rs --durations=25)
   SPEED=(--mode latency)
@@ -79,6 +84,7 @@ else
   PROFILE=(--mode profile)
   AB=(--batches 256 --rounds 100)
   TARGETS=(--mode latency --latency-steps 4,16,64,256 --latency-widths 16)
+  GO=(--mode go)
 fi
 
 : > "$OUT/status.txt"
@@ -105,6 +111,7 @@ part snake 200 "$PYTHON" benchmarks/snake_search.py "${SNAKE[@]}" --only-network
   --out "$OUT/snake"
 part targets 110 "$PYTHON" benchmarks/speed.py "${TARGETS[@]}" --out "$OUT/speed"
 part profile 120 "$PYTHON" benchmarks/speed.py "${PROFILE[@]}" --out "$OUT/speed"
+part go 150 "$PYTHON" benchmarks/speed.py "${GO[@]}" --out "$OUT/go"
 part ab 150 "$PYTHON" benchmarks/ab_variants.py "${AB[@]}" --out "$OUT/speed"
 part tests 240 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PYTHON" -m pytest "${TESTS[@]}"
 cat "$OUT/status.txt"

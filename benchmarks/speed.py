@@ -69,6 +69,8 @@ Grids (`--mode`):
             particles (num_simulations = N·S; `--latency-steps`, `--latency-widths`);
             writes speed_latency_<device>.csv and .json (speedup = mctx seconds / tsmcts
             seconds at the same calls). The GPU script's speed part.
+  go        the issue's Go-sized configuration: the mlp model with 362 actions
+            (`go`), batch 64, num_simulations = 800, N = 16, all four algorithms.
   memory    compiles, runs nothing: XLA memory of each algorithm at widths
             N = 16 … 1024 with a fixed budget per particle (12·N simulations),
             batch 64, tabular model; writes speed_memory_sweep_<device>.csv/png.
@@ -141,6 +143,7 @@ from claims import metadata  # noqa: E402
 from claims import write_csv  # noqa: E402
 
 NUM_ACTIONS = 32
+GO_ACTIONS = 362  # `--mode go`: the mlp model with a Go board's actions (19 x 19 + pass)
 EMBEDDING_SIZE = 128
 HIDDEN_SIZE = 256
 TABULAR_STATES = 4096
@@ -174,6 +177,8 @@ GRIDS = {
     "latency": [],
     "kernels": [],
     "profile": [],
+    # The issue's Go-sized target: 362 actions, batch 64, 800 simulations (TSMCTS: 50 calls).
+    "go": [dict(batches=(64,), budgets=(800,), particles=(16,))],
 }
 # `--mode kernels`: compiles only, counts the kernels of each search's per-step loop body.
 KERNEL_CONFIGS = [(model, batch, 256, 16) for model in ("tabular", "mlp") for batch in (1, 64)]
@@ -191,9 +196,10 @@ TIMING = {
     "full": dict(min_repeats=5, max_repeats=50, target_seconds=1.0),
     "headline": dict(min_repeats=5, max_repeats=50, target_seconds=2.0),
     "latency": dict(min_repeats=3, max_repeats=20, target_seconds=0.5),
+    "go": dict(min_repeats=5, max_repeats=50, target_seconds=1.0),
 }
 MAX_CALL_SECONDS = {"quick": 10.0, "full": 30.0, "headline": 120.0, "memory": 0.0,
-                    "latency": 30.0, "kernels": 0.0, "profile": 0.0}
+                    "latency": 30.0, "kernels": 0.0, "profile": 0.0, "go": 120.0}
 
 
 # -- Models ------------------------------------------------------------------------------------
@@ -227,24 +233,24 @@ def tabular_model(seed: int = MODEL_SEED, num_states: int = TABULAR_STATES):
   return params, root_fn, recurrent_fn
 
 
-def mlp_model(seed: int = MODEL_SEED):
+def mlp_model(seed: int = MODEL_SEED, num_actions: int = NUM_ACTIONS):
   """An MLP world model as `(params, root_fn, recurrent_fn)`; embedding `[128]` float32."""
   *layer_keys, root_key = jax.random.split(jax.random.PRNGKey(seed), 4)
-  sizes = [(EMBEDDING_SIZE + NUM_ACTIONS, HIDDEN_SIZE), (HIDDEN_SIZE, HIDDEN_SIZE),
-           (HIDDEN_SIZE, EMBEDDING_SIZE + 2 + NUM_ACTIONS)]
+  sizes = [(EMBEDDING_SIZE + num_actions, HIDDEN_SIZE), (HIDDEN_SIZE, HIDDEN_SIZE),
+           (HIDDEN_SIZE, EMBEDDING_SIZE + 2 + num_actions)]
   params = [dict(w=jax.random.normal(k, s, jnp.float32) * np.sqrt(2.0 / s[0]),
                  b=jnp.zeros(s[1], jnp.float32)) for k, s in zip(layer_keys, sizes, strict=True)]
 
   def root_fn(params, batch_size: int) -> mctx.RootFnOutput:
     del params
     embedding = jax.random.normal(root_key, (batch_size, EMBEDDING_SIZE), jnp.float32)
-    logits = jax.random.normal(jax.random.fold_in(root_key, 1), (batch_size, NUM_ACTIONS))
+    logits = jax.random.normal(jax.random.fold_in(root_key, 1), (batch_size, num_actions))
     value = jax.random.normal(jax.random.fold_in(root_key, 2), (batch_size,))
     return mctx.RootFnOutput(prior_logits=logits, value=value, embedding=embedding)
 
   def recurrent_fn(params, rng_key, action, embedding):
     del rng_key  # deterministic
-    x = jnp.concatenate([embedding, jax.nn.one_hot(action, NUM_ACTIONS, dtype=jnp.float32)], -1)
+    x = jnp.concatenate([embedding, jax.nn.one_hot(action, num_actions, dtype=jnp.float32)], -1)
     for layer in params[:-1]:
       x = jax.nn.relu(x @ layer["w"] + layer["b"])
     out = x @ params[-1]["w"] + params[-1]["b"]
@@ -258,7 +264,13 @@ def mlp_model(seed: int = MODEL_SEED):
   return params, root_fn, recurrent_fn
 
 
-MODELS = {"tabular": tabular_model, "mlp": mlp_model}
+def go_model(seed: int = MODEL_SEED):
+  """The mlp model with `GO_ACTIONS` actions (`--mode go`; not in the other modes' default)."""
+  return mlp_model(seed, num_actions=GO_ACTIONS)
+
+
+MODELS = {"tabular": tabular_model, "mlp": mlp_model, "go": go_model}
+DEFAULT_MODELS = ("tabular", "mlp")
 
 
 # -- Programs ----------------------------------------------------------------------------------
@@ -1157,8 +1169,9 @@ def read_csvs(paths: list[str]):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--mode", choices=list(GRIDS), default="quick")
-  parser.add_argument("--models", default=",".join(MODELS),
-                      help=f"comma-separated subset of {list(MODELS)}")
+  parser.add_argument("--models", default=None,
+                      help=f"comma-separated subset of {list(MODELS)} (default: "
+                           f"{','.join(DEFAULT_MODELS)}; go in --mode go)")
   parser.add_argument("--algorithms", default=",".join(ALGORITHMS),
                       help=f"comma-separated subset of {list(ALGORITHMS)}")
   parser.add_argument("--max-call-seconds", type=float, default=None,
@@ -1182,7 +1195,8 @@ def main(argv=None):
                            "kernels counted and run are close to what a GPU launches")
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
   args = parser.parse_args(argv)
-  models = [m for m in args.models.split(",") if m]
+  default_models = ("go",) if args.mode == "go" else DEFAULT_MODELS
+  models = [m for m in (args.models or ",".join(default_models)).split(",") if m]
   algorithms = [a for a in args.algorithms.split(",") if a]
   unknown = (set(models) - set(MODELS)) | (set(algorithms) - set(ALGORITHMS))
   if unknown:

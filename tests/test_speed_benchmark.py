@@ -160,3 +160,13 @@ def test_kernel_events_by_phase_sums_each_kernels_time_and_counts_kernels_run():
   # Per call: 1 model + 4 random-number + 1 backup + 1 dot + 2 copies; no loop or branch.
   assert result["kernels_run"] == 9
   assert result["kernels_run_copies"] == 2
+
+
+def test_go_mode_is_the_go_sized_configuration_and_stays_out_of_the_other_modes():
+  # The Go-sized target: 362 actions, batch 64, 800 simulations, N = 16.
+  configs = speed.configurations("go", ["go"], list(speed.ALGORITHMS))
+  assert sorted(configs) == sorted([("go", "smc", 64, 800, 16), ("go", "smcts", 64, 800, 16),
+                                    ("go", "tsmcts", 64, 800, 16), ("go", "mctx", 64, 800, None)])
+  params, root_fn, _ = speed.MODELS["go"]()
+  assert root_fn(params, 2).prior_logits.shape == (2, 362)
+  assert "go" not in speed.DEFAULT_MODELS
