@@ -217,20 +217,11 @@ def copy_actions(rng_key: chex.PRNGKey, logits: chex.Array, source: chex.Array,
   as stochastic beam search does); the first copy's action is an exact draw
   from the prior. Copies beyond the number of actions with mass take `sampled`.
   """
-  num_actions = logits.shape[-1]
   copy = segments.position_in_segment(source)
   gumbel = segments.take_along(draws.gumbel(rng_key, logits.shape), source[..., None])
   has_mass = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True)) > 0
-  score = jnp.where(has_mass, gumbel + logits, -jnp.inf)
-  if num_actions > sequential_halving.PAIRWISE_MAX_ACTIONS:
-    # Only the first N of each order are ever taken: a partial sort.
-    best = sequential_halving.best_actions(score, source.shape[-1])  # [B, N, k]
-    at = jnp.minimum(copy, best.shape[-1] - 1)[..., None]
-    ranked = segments.take_along(best, at, axis=-1)[..., 0]
-  else:
-    at_copy = sequential_halving.descending_rank(score) == jnp.minimum(
-        copy, num_actions - 1)[..., None]
-    ranked = jnp.sum(jnp.where(at_copy, jnp.arange(num_actions), 0), axis=-1)
+  ranked = sequential_halving.action_at_position(
+      jnp.where(has_mass, gumbel + logits, -jnp.inf), copy, source.shape[-1])
   return jnp.where(copy < jnp.sum(has_mass, axis=-1), ranked, sampled).astype(jnp.int32)
 
 

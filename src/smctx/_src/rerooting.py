@@ -94,16 +94,9 @@ def _second_action_of_one_root(group: chex.Array, own_logits: chex.Array,
   """
   num_actions = own_logits.shape[-1]
   position = segments.position_in_segment(group[None])[0]
-  if num_actions > sequential_halving.PAIRWISE_MAX_ACTIONS:
-    # Only the first N of each group's order are ever taken: a partial sort.
-    best = sequential_halving.best_actions(group_score, group.shape[0])[group]  # [N, k]
-    at = jnp.minimum(position, best.shape[-1] - 1)[:, None]
-    ranked = segments.take_along(best, at, axis=-1)[:, 0]
-  else:
-    own_rank = sequential_halving.descending_rank(group_score)[group]  # [N, A]
-    # The action ranked at the particle's position in its group (no sort).
-    at_position = own_rank == jnp.minimum(position, num_actions - 1)[:, None]
-    ranked = jnp.sum(jnp.where(at_position, jnp.arange(num_actions), 0), axis=-1)
+  # The action ranked at the particle's position in its group's order.
+  ranked = sequential_halving.action_at_position(group_score, position, group.shape[0],
+                                                 rows=group)
   # Legal in the particle's own state: positive probability, as `sample_actions` reads it.
   own_mass = jnp.exp(own_logits - jnp.max(own_logits, axis=-1, keepdims=True))
   legal = segments.take_along(own_mass, ranked[:, None], axis=-1)[:, 0] > 0

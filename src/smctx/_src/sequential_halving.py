@@ -79,6 +79,24 @@ def best_actions(score: chex.Array, count: int) -> chex.Array:
   return jnp.stack(best, axis=-1)
 
 
+def action_at_position(score: chex.Array, position: chex.Array, count: int,
+                       rows: chex.Array | None = None) -> chex.Array:
+  """The action at `position` of each best-first order (ties by index), clipped to the last.
+
+  score `[..., A]`; the order of row `rows[i]` of `score` for entry `i` of `position` (every
+  row in turn without `rows`); `position < count` (static). Up to `PAIRWISE_MAX_ACTIONS`
+  from the ranks (no sort); beyond, from the best `count` (`best_actions`).
+  """
+  num_actions = score.shape[-1]
+  of_row = (lambda x: x) if rows is None else (lambda x: x[rows])
+  if num_actions > PAIRWISE_MAX_ACTIONS:
+    best = of_row(best_actions(score, count))
+    at = jnp.minimum(position, best.shape[-1] - 1)[..., None]
+    return segments.take_along(best, at, axis=-1)[..., 0]
+  at_position = of_row(descending_rank(score)) == jnp.minimum(position, num_actions - 1)[..., None]
+  return jnp.sum(jnp.where(at_position, jnp.arange(num_actions), 0), axis=-1)
+
+
 def rank_candidates(score: chex.Array, considered: chex.Array) -> chex.Array:
   """Actions ordered best first by `score`, non-considered ones last. `[B, A]` int32."""
   return descending_order(jnp.where(considered, score, -jnp.inf))
