@@ -15,8 +15,9 @@
 #                                                    # were not kept on CPU (ab_variants.py)
 #   PARTS="targets profile tests ab" bash benchmarks/gpu.sh OUT  # issue 24's GPU run (H100,
 #                                                    # 2026-12-05: 285 s; results committed)
-#   PARTS="profile go" bash benchmarks/gpu.sh OUT    # what that run left: the per-phase profile
-#                                                    # and the Go-sized target
+#   PARTS="targets profile go cmdbuf" bash benchmarks/gpu.sh OUT  # what that run left: the
+#                                                    # per-phase profile, the Go-sized target and
+#                                                    # XLA's command buffers (about 6 minutes)
 #
 # Such a machine has jax, chex, flax, optax, matplotlib and pytest but not mctx, pgx, jumanji
 # or their own needs. Where `.whl/` exists beside this checkout's root, its wheels are
@@ -34,7 +35,9 @@
 # default parts: `ab_variants.py`, batch 256, budget 256), targets 110 (not in the default
 # parts: issue 24's search/floor and compile times at 64-4096 simulations, N = 16, batch 256),
 # go 150 (not in the default parts: `speed.py --mode go`, the Go-sized target: 362 actions,
-# batch 64, 800 simulations).
+# batch 64, 800 simulations), cmdbuf 120 (not in the default parts: the `targets` timings again
+# with XLA's GPU command buffers off, then with WHILE and CONDITIONAL added to its default
+# commands, so that the whole search loop can run as one CUDA graph: compare with `targets`).
 # The tests run without stopping at a failure, with JAX's preallocation off (8 workers share
 # the GPU).
 set -u
@@ -91,7 +94,7 @@ fi
 part() {  # part NAME LIMIT COMMAND...: runs COMMAND with its log in OUT/NAME.log
   local name=$1 limit=$2 start rc
   shift 2
-  case " $PARTS " in *" $name "*) ;; *) return ;; esac
+  case " $PARTS " in *" $name "*|*" ${name%%_*} "*) ;; *) return ;; esac  # cmdbuf: cmdbuf_*
   start=$(date +%s)
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   rc=$?
@@ -112,6 +115,12 @@ part snake 200 "$PYTHON" benchmarks/snake_search.py "${SNAKE[@]}" --only-network
 part targets 110 "$PYTHON" benchmarks/speed.py "${TARGETS[@]}" --out "$OUT/speed"
 part profile 120 "$PYTHON" benchmarks/speed.py "${PROFILE[@]}" --out "$OUT/speed"
 part go 150 "$PYTHON" benchmarks/speed.py "${GO[@]}" --out "$OUT/go"
+COMMAND_BUFFERS_GRAPH=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL
+part cmdbuf_off 60 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" \
+  "$PYTHON" benchmarks/speed.py "${TARGETS[@]}" --out "$OUT/cmdbuf_off"
+part cmdbuf_graph 60 env \
+  XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=$COMMAND_BUFFERS_GRAPH" \
+  "$PYTHON" benchmarks/speed.py "${TARGETS[@]}" --out "$OUT/cmdbuf_graph"
 part ab 150 "$PYTHON" benchmarks/ab_variants.py "${AB[@]}" --out "$OUT/speed"
 part tests 240 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PYTHON" -m pytest "${TESTS[@]}"
 cat "$OUT/status.txt"
