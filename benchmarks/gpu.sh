@@ -17,7 +17,8 @@
 #                                                    # 2026-12-05: 285 s; results committed)
 #   PARTS="targets profile go cmdbuf" bash benchmarks/gpu.sh OUT  # what that run left: the
 #                                                    # per-phase profile, the Go-sized target and
-#                                                    # XLA's command buffers (about 6 minutes)
+#                                                    # XLA's command buffers (limits 500 s; the
+#                                                    # H100 ran targets in 29 s, profile in 94 s)
 #
 # Such a machine has jax, chex, flax, optax, matplotlib and pytest but not mctx, pgx, jumanji
 # or their own needs. Where `.whl/` exists beside this checkout's root, its wheels are
@@ -37,7 +38,8 @@
 # go 150 (not in the default parts: `speed.py --mode go`, the Go-sized target: 362 actions,
 # batch 64, 800 simulations), cmdbuf 120 (not in the default parts: the `targets` timings again
 # with XLA's GPU command buffers off, then with WHILE and CONDITIONAL added to its default
-# commands, so that the whole search loop can run as one CUDA graph: compare with `targets`).
+# commands, so that the whole search loop can run as one CUDA graph: compare with `targets`;
+# 60 s each, twice what `targets` took on the H100).
 # The tests run without stopping at a failure, with JAX's preallocation off (8 workers share
 # the GPU).
 set -u
@@ -112,10 +114,10 @@ part speed 90 "$PYTHON" benchmarks/speed.py "${SPEED[@]}" --out "$OUT/speed"
 part quality 180 "$PYTHON" benchmarks/quality.py "${QUALITY[@]}" --out "$OUT/quality"
 part snake 200 "$PYTHON" benchmarks/snake_search.py "${SNAKE[@]}" --only-networks early \
   --out "$OUT/snake"
-part targets 110 "$PYTHON" benchmarks/speed.py "${TARGETS[@]}" --out "$OUT/speed"
+part targets 110 "$PYTHON" benchmarks/speed.py "${TARGETS[@]}" --out "$OUT/targets"
 part profile 120 "$PYTHON" benchmarks/speed.py "${PROFILE[@]}" --out "$OUT/speed"
 part go 150 "$PYTHON" benchmarks/speed.py "${GO[@]}" --out "$OUT/go"
-COMMAND_BUFFERS_GRAPH=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL
+COMMAND_BUFFERS_GRAPH=+WHILE,+CONDITIONAL  # added to XLA's default commands
 part cmdbuf_off 60 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" \
   "$PYTHON" benchmarks/speed.py "${TARGETS[@]}" --out "$OUT/cmdbuf_off"
 part cmdbuf_graph 60 env \

@@ -70,7 +70,8 @@ Grids (`--mode`):
             writes speed_latency_<device>.csv and .json (speedup = mctx seconds / tsmcts
             seconds at the same calls). The GPU script's speed part.
   go        the issue's Go-sized configuration: the mlp model with 362 actions
-            (`go`), batch 64, num_simulations = 800, N = 16, all four algorithms.
+            (`go`), batch 64, num_simulations = 800, N = 16, all four algorithms;
+            writes speed_go_<device>.csv only.
   memory    compiles, runs nothing: XLA memory of each algorithm at widths
             N = 16 … 1024 with a fixed budget per particle (12·N simulations),
             batch 64, tabular model; writes speed_memory_sweep_<device>.csv/png.
@@ -1258,13 +1259,17 @@ def main(argv=None):
     total = time.perf_counter() - started
     meta[2] += f"; wall {total:.0f} s"
     slug = device_slug()
-  write_csv(f"{args.out}/speed_{slug}.csv", rows, meta)
   summary = headline_summary(rows, algorithms)
   summary["metadata"] = meta
   summary["wall_seconds"] = None if args.from_csv else total
+  print_summary(summary)
+  if args.mode == "go":  # one configuration: its own files, none of the per-budget ones
+    write_csv(f"{args.out}/speed_go_{slug}.csv", rows, meta)
+    print(f"\ntotal {total:.0f} s; results in {args.out}/speed_go_{slug}.csv")
+    return 0
+  write_csv(f"{args.out}/speed_{slug}.csv", rows, meta)
   with open(f"{args.out}/speed_headline_{slug}.json", "w") as f:
     json.dump(summary, f, indent=1)
-  print_summary(summary)
   plot_vs_budget(rows, algorithms, f"{args.out}/speed_time_vs_budget_{slug}.png", meta, "time")
   plot_vs_budget(rows, algorithms, f"{args.out}/speed_memory_vs_budget_{slug}.png", meta,
                  "memory")

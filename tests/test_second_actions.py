@@ -212,17 +212,19 @@ def test_sampled_second_actions_label_particles_by_position_and_mask_unused_labe
 @pytest.mark.parametrize("num_actions", [5, 200])
 def test_each_position_of_a_group_takes_that_position_of_the_groups_order(num_actions):
   """Both paths (ranks by comparisons up to 128 actions, the group's best few beyond): groups
-  of 3, 5 and 4 particles; the `k`-th particle of a group takes the `k`-th action of a stable
-  `argsort(-group_score)` (ties frequent), or its own draw past the number of actions."""
+  of 3, 6 and 3 particles; the `k`-th particle of a group takes the `k`-th action of a stable
+  `argsort(-group_score)` (ties frequent), or its own draw past the number of actions (the
+  sixth particle of the second group with 5 actions)."""
   rng = np.random.default_rng(1)
-  group = jnp.asarray([0] * 3 + [1] * 5 + [2] * 4, jnp.int32)
+  group = jnp.asarray([0] * 3 + [1] * 6 + [2] * 3, jnp.int32)
   group_score = rng.integers(-3, 4, size=(3, num_actions)).astype(np.float32)
   own_logits = jnp.zeros((12, num_actions))  # every action legal everywhere
   sampled = jnp.full((12,), -7, jnp.int32)
   got = np.asarray(rerooting._second_action_of_one_root(
       group, own_logits, jnp.asarray(group_score), sampled))
   order = np.argsort(-group_score, axis=-1, kind="stable")
-  position = [0, 1, 2, 0, 1, 2, 3, 4, 0, 1, 2, 3]
+  position = [0, 1, 2, 0, 1, 2, 3, 4, 5, 0, 1, 2]
   expected = [order[g, k] if k < num_actions else -7
               for g, k in zip(np.asarray(group), position, strict=True)]
   np.testing.assert_array_equal(got, expected)
+  assert (num_actions == 5) == (-7 in expected)  # the fallback is exercised on the small path

@@ -81,11 +81,12 @@ def best_actions(score: chex.Array, count: int) -> chex.Array:
 
 def action_at_position(score: chex.Array, position: chex.Array, count: int,
                        rows: chex.Array | None = None) -> chex.Array:
-  """The action at `position` of each best-first order (ties by index), clipped to the last.
+  """The action at `position` of each best-first order (ties by index).
 
   score `[..., A]`; the order of row `rows[i]` of `score` for entry `i` of `position` (every
-  row in turn without `rows`); `position < count` (static). Up to `PAIRWISE_MAX_ACTIONS`
-  from the ranks (no sort); beyond, from the best `count` (`best_actions`).
+  row in turn without `rows`). `position < count` (static); a position at or past `A` gives
+  the last action of the order (callers replace it). Up to `PAIRWISE_MAX_ACTIONS` from the
+  ranks (no sort); beyond, from the best `count` (`best_actions`).
   """
   num_actions = score.shape[-1]
   of_row = (lambda x: x) if rows is None else (lambda x: x[rows])
