@@ -83,7 +83,8 @@ def tabular_search():
 
 
 @pytest.mark.parametrize(
-    "variant", ["sample_no_max", "skip_resampling", "flat_model_call", "segment_loops"])
+    "variant",
+    ["sample_no_max", "skip_resampling", "flat_model_call", "segment_loops", "root_step_cond"])
 def test_bit_identical_variants_give_the_search_as_it_is(tabular_search, variant):
   search, args, reference = tabular_search
   # Some steps resample somewhere in the batch and some nowhere: both branches of the skip.

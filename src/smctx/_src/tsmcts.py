@@ -197,8 +197,7 @@ def root_step(ctx: Context, state: SearchState, step: ModelStep, keys: engine.St
                                                    ctx.num_second_labels)[1]
   in_one_step_iteration = tuple(ctx.schedule.is_one_step[k]
                                 for k in ctx.schedule.iteration_of_step)
-  record = _static_or_cond(in_one_step_iteration, i, record_only, lambda: state.root_step,
-                           state, step)
+  record = _static_or_select(in_one_step_iteration, i, record_only, lambda: state.root_step)
   diagnostics = engine.StepDiagnostics.zeros(batch_size).replace(
       ess=jnp.full((batch_size,), float(ctx.num_particles)), nonfinite=step.nonfinite)
   return state.replace(root_step=record, successors=step), diagnostics
@@ -363,9 +362,9 @@ def search_step(ctx: Context, keys: engine.StepKeys, elimination_key: chex.PRNGK
   particles, keys = state.particles, keys.at(i)
   step = particles_lib.mutate(ctx.params, keys.model, ctx.model, particles.action,
                               particles.embedding)
-  state, diagnostics = _static_or_cond(ctx.schedule.is_root_step, i,
-                                       lambda: root_step(ctx, state, step, keys, i),
-                                       lambda: inner_step(ctx, state, step, keys, i), state, step)
+  state, diagnostics = _static_or_select(ctx.schedule.is_root_step, i,
+                                         lambda: root_step(ctx, state, step, keys, i),
+                                         lambda: inner_step(ctx, state, step, keys, i))
   # One conditional around the iteration boundary: an ordinary step takes one empty branch,
   # not two (fewer kernels run; docs/performance.md).
   state, distinct = _static_or_cond(
@@ -374,6 +373,19 @@ def search_step(ctx: Context, keys: engine.StepKeys, elimination_key: chex.PRNGK
                                  diagnostics.distinct_actions),
       lambda: (state, diagnostics.distinct_actions), state)
   return state, diagnostics.replace(distinct_actions=distinct)
+
+
+def _static_or_select(flags: tuple[bool, ...], index: chex.Array, if_true: Callable,
+                      if_false: Callable):
+  """`if_true()` where `flags[index]`, else `if_false()`: both computed and selected leaf by
+  leaf, no `lax.cond` (on a GPU every `conditional` waits for the device: XLA copies its
+  predicate to the host); only one of them when `flags` is constant."""
+  if all(flags):
+    return if_true()
+  if not any(flags):
+    return if_false()
+  pick = jnp.asarray(flags)[index]
+  return jax.tree_util.tree_map(lambda a, b: jnp.where(pick, a, b), if_true(), if_false())
 
 
 def _static_or_cond(flags: tuple[bool, ...], index: chex.Array, if_true: Callable,
