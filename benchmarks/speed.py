@@ -574,9 +574,12 @@ def phase_seconds(compiled, args, repeats: int) -> dict:
     profile = jax.profiler.ProfileData.from_file(path)
   planes = list(profile.planes)
   device = [p for p in planes if p.name.startswith(("/device:GPU", "/device:TPU"))]
-  events = ((dict(event.stats).get("hlo_op", event.name), event.duration_ns)
-            for plane in device or planes for line in plane.lines for event in line.events)
-  result = kernel_events_by_phase(events, table, repeats)
+  events = lambda chosen: ((dict(event.stats).get("hlo_op", event.name), event.duration_ns)
+                           for plane in chosen for line in plane.lines for event in line.events)
+  result = kernel_events_by_phase(events(device or planes), table, repeats)
+  # A GPU runs its conditionals on the host's side (`ConditionalThunk`): every plane counts.
+  result["conditionals_run"] = kernel_events_by_phase(
+      events(planes), table, repeats)["conditionals_run"]
   if device and result["kernels_run"] == 0:
     print("warning: no kernel of the trace was matched to an instruction; kernels run inside a "
           f"command buffer carry none ({COMMAND_BUFFERS_OFF} turns them off)", flush=True)
@@ -593,18 +596,23 @@ def kernel_events_by_phase(events, table: dict[str, tuple[str, str]], repeats: i
   launched, summed over threads or streams. Returns `time_<phase>` for `PHASES`,
   `time_kernels` (their total), `kernels_run` (kernels launched per call: what a step's
   dispatch costs, with every loop trip and taken branch, unlike the static counts of
-  `loop_kernels`) and `kernels_run_copies` (the copies among them).
+  `loop_kernels`), `kernels_run_copies` (the copies among them) and `conditionals_run`
+  (the `conditional`s entered per call: on a GPU each one copies its predicate to the host
+  and waits for the device, XLA's `ConditionalThunk`, where a loop of known trip count
+  does not wait).
   """
   totals = dict.fromkeys(PHASES, 0.0)
-  launched = copies = 0
+  launched = copies = conditionals = 0
   for name, duration_ns in events:
     opcode, op_name = table.get(name, ("", ""))
+    conditionals += opcode == "conditional"
     if opcode and opcode not in _CONTAINERS:
       totals[phase_of(op_name)] += duration_ns * 1e-9 / repeats
       launched += 1
       copies += opcode == "copy"
   return dict({f"time_{p}": t for p, t in totals.items()}, time_kernels=sum(totals.values()),
-              kernels_run=launched / repeats, kernels_run_copies=copies / repeats)
+              kernels_run=launched / repeats, kernels_run_copies=copies / repeats,
+              conditionals_run=conditionals / repeats)
 
 
 def profile_rows(models, algorithms, configs=PROFILE_CONFIGS, repeats: int = 20) -> list[dict]:
@@ -622,7 +630,8 @@ def profile_rows(models, algorithms, configs=PROFILE_CONFIGS, repeats: int = 20)
                       if row[f"time_{p}"] > 0)
     print(f"{_describe(row)} {timed['median'] * 1e3:.2f} ms a search, kernels "
           f"{row['time_kernels'] * 1e3:.2f} ms ({phases}), {row['kernels_run']:.0f} kernels "
-          f"run ({row['kernels_run_copies']:.0f} copies)", flush=True)
+          f"run ({row['kernels_run_copies']:.0f} copies), {row['conditionals_run']:.0f} "
+          "conditionals entered", flush=True)
   return rows
 
 

@@ -160,6 +160,7 @@ def test_kernel_events_by_phase_sums_each_kernels_time_and_counts_kernels_run():
   # Per call: 1 model + 4 random-number + 1 backup + 1 dot + 2 copies; no loop or branch.
   assert result["kernels_run"] == 9
   assert result["kernels_run_copies"] == 2
+  assert result["conditionals_run"] == 1  # `cond.1`, once a call
 
 
 def test_go_mode_is_the_go_sized_configuration_and_stays_out_of_the_other_modes():
