@@ -19,6 +19,9 @@
 #                                                    # per-phase profile, the Go-sized target and
 #                                                    # XLA's command buffers (limits 500 s; the
 #                                                    # H100 ran targets in 29 s, profile in 94 s)
+#   PARTS="targets profile go cmdbuf ab" AB_VARIANTS=baseline,root_step_cond \
+#     bash benchmarks/gpu.sh OUT                     # and the A/B of the root step selected
+#                                                    # (5d6af7f) against its conditional
 #
 # Such a machine has jax, chex, flax, optax, matplotlib and pytest but not mctx, pgx, jumanji
 # or their own needs. Where `.whl/` exists beside this checkout's root, its wheels are
@@ -61,6 +64,8 @@ OUT="${1:-benchmarks/results/gpu}"
 SIZE="${SIZE:-full}"
 PARTS="${PARTS:-speed quality snake}"
 PYTHON="${PYTHON:-python3}"
+# The `ab` part's variants (`ab_variants.py --variants`): every one unless given.
+AB_VARIANTS="${AB_VARIANTS:-baseline,dense_slot_sums,sample_no_max,skip_resampling,flat_model_call,segment_loops,root_step_cond}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 if [ -d "$WHEELS_DIR" ] && ls "$WHEELS_DIR"/*.whl > /dev/null 2>&1; then
@@ -123,6 +128,7 @@ part cmdbuf_off 60 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer
 part cmdbuf_graph 60 env \
   XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=$COMMAND_BUFFERS_GRAPH" \
   "$PYTHON" benchmarks/speed.py "${TARGETS[@]}" --out "$OUT/cmdbuf_graph"
-part ab 150 "$PYTHON" benchmarks/ab_variants.py "${AB[@]}" --out "$OUT/speed"
+part ab 150 "$PYTHON" benchmarks/ab_variants.py "${AB[@]}" --variants "$AB_VARIANTS" \
+  --out "$OUT/speed"
 part tests 240 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PYTHON" -m pytest "${TESTS[@]}"
 cat "$OUT/status.txt"
