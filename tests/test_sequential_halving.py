@@ -196,6 +196,22 @@ def test_schedule_marks_root_last_rerooting_and_boundary_steps(reuse_successors)
     assert schedule.is_root_step == (T, T, F, T, F, F)
     assert schedule.reroots_after_step == (F, T, F, T, F, F)
     assert schedule.at_boundary == (T, T, T, T, F, T)
+  # One root step a search is selected; three in six steps are branched to.
+  assert schedule.selects_root_step == reuse_successors
+
+
+@pytest.mark.parametrize("depths, reuse_successors, selects", [
+    ((4, 4, 4, 4), False, False),  # 4 root steps in 16: more than one in 8
+    ((8, 8, 8, 8), False, True),  # 4 in 32: one in 8
+    ((8, 8, 8, 9), False, True),
+    ((7, 7, 7, 8), False, False),  # 4 in 29
+    ((1, 1, 1, 1), True, True),  # one root step a search, even in 4 steps
+])
+def test_root_step_is_selected_where_root_steps_are_few(depths, reuse_successors, selects):
+  from smctx._src import tsmcts
+  schedule = tsmcts.Schedule(depths=depths, num_considered=(16, 8, 4, 2),
+                             reuse_successors=reuse_successors)
+  assert schedule.selects_root_step == selects
 
 
 def test_halving_ranks_by_the_gumbel_noise_when_values_and_priors_tie():
@@ -290,3 +306,31 @@ def test_variance_weights_keep_particles_per_action_and_the_root_values():
   per_iteration = np.asarray(out.search_tree.extra_data.particles_per_action).sum(-1)
   np.testing.assert_array_equal(per_iteration, np.full_like(per_iteration, 8))
   assert np.all(np.asarray(out.search_tree.node_values)[:, 0] > 0.5)
+
+
+def test_selected_and_branched_root_steps_give_the_same_search(monkeypatch):
+  """The paper's layout `(2, 3, 3)` has a root step in every iteration, so its root steps are
+  branched to; selected instead (every step computing both), the search is the same."""
+  from smctx._src import tsmcts
+  mdp = smctx.tabular.random_mdp(5, num_states=60, num_actions=6, branching=2)
+  root_fn, recurrent_fn = smctx.tabular.model(mdp)
+  root = root_fn(jnp.arange(8))
+  invalid = jnp.zeros((8, 6), bool).at[2, :3].set(True)
+  layout = smctx.search_layout("tsmcts", 64, 6, num_particles=8, variant="paper")
+  assert layout.depths == (2, 3, 3)
+
+  def search():
+    return jax.jit(lambda key: smctx.tsmcts_policy(
+        None, key, root, recurrent_fn, 64, invalid_actions=invalid, num_particles=8,
+        max_num_considered_actions=6, variant="paper"))(jax.random.key(11))
+
+  branched = search()
+  monkeypatch.setattr(tsmcts, "ROOT_STEP_SELECT_EVERY", 1)
+  selected = search()
+  for a, b in zip(jax.tree_util.tree_leaves(branched), jax.tree_util.tree_leaves(selected),
+                  strict=True):
+    if jax.default_backend() == "cpu":
+      np.testing.assert_array_equal(a, b)
+    else:  # XLA may fuse the two programs differently and round differently
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(branched.action, selected.action)

@@ -84,6 +84,13 @@ class SearchState(PytreeDataclass):
   next_root: WarmStart
 
 
+# `Schedule.selects_root_step`: the root step is selected, not branched to, where the search
+# has one root step or at most one in this many steps is a root step. Measured on CPU:
+# selecting was faster with one root step a search (1-9 %, 4 to 64 steps) and with the paper's
+# root step in 8 or 16 (3-5 %), 5 % slower with the paper's one in 4 (docs/performance.md).
+ROOT_STEP_SELECT_EVERY = 8
+
+
 @dataclasses.dataclass(frozen=True)
 class Schedule:
   """The static schedule of a search: depth and candidates of every iteration."""
@@ -132,6 +139,16 @@ class Schedule:
     """Per step: an iteration ends or the particles re-root after it."""
     return tuple(last or reroot for last, reroot in zip(self.is_last_step,
                                                         self.reroots_after_step, strict=True))
+
+  @property
+  def selects_root_step(self) -> bool:
+    """Whether every step computes the inner step and, on a root step, the root step's record,
+    and selects, instead of branching (`lax.cond`). A select wastes one inner step's
+    bookkeeping per root step; a conditional costs every step its carry copies (CPU) and a
+    round trip to the host (GPU). Selected where a search has one root step (the default's,
+    `reuse_successors`) or at most one in `ROOT_STEP_SELECT_EVERY` steps (the paper's root
+    step per iteration from depth 8 on; `docs/performance.md`)."""
+    return sum(self.is_root_step) <= max(1, self.num_steps // ROOT_STEP_SELECT_EVERY)
 
   @property
   def survivors(self) -> tuple[int, ...]:
@@ -197,7 +214,8 @@ def root_step(ctx: Context, state: SearchState, step: ModelStep, keys: engine.St
                                                    ctx.num_second_labels)[1]
   in_one_step_iteration = tuple(ctx.schedule.is_one_step[k]
                                 for k in ctx.schedule.iteration_of_step)
-  record = _static_or_select(in_one_step_iteration, i, record_only, lambda: state.root_step)
+  record = _root_or_inner(ctx, in_one_step_iteration, i, record_only, lambda: state.root_step,
+                          state, step)
   diagnostics = engine.StepDiagnostics.zeros(batch_size).replace(
       ess=jnp.full((batch_size,), float(ctx.num_particles)), nonfinite=step.nonfinite)
   return state.replace(root_step=record, successors=step), diagnostics
@@ -362,9 +380,9 @@ def search_step(ctx: Context, keys: engine.StepKeys, elimination_key: chex.PRNGK
   particles, keys = state.particles, keys.at(i)
   step = particles_lib.mutate(ctx.params, keys.model, ctx.model, particles.action,
                               particles.embedding)
-  state, diagnostics = _static_or_select(ctx.schedule.is_root_step, i,
-                                         lambda: root_step(ctx, state, step, keys, i),
-                                         lambda: inner_step(ctx, state, step, keys, i))
+  state, diagnostics = _root_or_inner(ctx, ctx.schedule.is_root_step, i,
+                                      lambda: root_step(ctx, state, step, keys, i),
+                                      lambda: inner_step(ctx, state, step, keys, i), state, step)
   # One conditional around the iteration boundary: an ordinary step takes one empty branch,
   # not two (fewer kernels run; docs/performance.md).
   state, distinct = _static_or_cond(
@@ -375,8 +393,16 @@ def search_step(ctx: Context, keys: engine.StepKeys, elimination_key: chex.PRNGK
   return state, diagnostics.replace(distinct_actions=distinct)
 
 
+def _root_or_inner(ctx: Context, flags: tuple[bool, ...], index: chex.Array, if_true: Callable,
+                   if_false: Callable, *references):
+  """The root step's branch where `flags[index]`, else the inner step's: selected where the
+  schedule's root steps are few (`Schedule.selects_root_step`), else a `lax.cond`."""
+  choose = _static_or_select if ctx.schedule.selects_root_step else _static_or_cond
+  return choose(flags, index, if_true, if_false, *references)
+
+
 def _static_or_select(flags: tuple[bool, ...], index: chex.Array, if_true: Callable,
-                      if_false: Callable):
+                      if_false: Callable, *references):
   """`if_true()` where `flags[index]`, else `if_false()`: both computed and selected leaf by
   leaf, no `lax.cond` (on a GPU every `conditional` waits for the device: XLA copies its
   predicate to the host); only one of them when `flags` is constant."""
@@ -385,7 +411,9 @@ def _static_or_select(flags: tuple[bool, ...], index: chex.Array, if_true: Calla
   if not any(flags):
     return if_false()
   pick = jnp.asarray(flags)[index]
-  return jax.tree_util.tree_map(lambda a, b: jnp.where(pick, a, b), if_true(), if_false())
+  return jax.tree_util.tree_map(lambda a, b: jnp.where(pick, a, b),
+                                engine.match_varying(if_true(), *references),
+                                engine.match_varying(if_false(), *references))
 
 
 def _static_or_cond(flags: tuple[bool, ...], index: chex.Array, if_true: Callable,
