@@ -27,11 +27,11 @@ Variants:
                     around a loop of steps: the boundary runs once a segment in the outer loop,
                     and an ordinary step no longer carries its conditional (XLA:GPU may read
                     every conditional's predicate on the host); bit-identical.
-  root_step_cond    TSMCTS's root step and inner step as the two branches of a `lax.cond`, as
-                    before `_static_or_select` computed both and selected (one conditional less
-                    in every step: on a GPU, XLA's `ConditionalThunk` copies each predicate to
-                    the host and waits for the device); equal up to rounding (XLA fuses the
-                    two programs differently).
+  root_step_cond    TSMCTS's root step and inner step as the two branches of a `lax.cond` in
+                    every layout, as before `_static_or_select` computed both and selected where
+                    root steps are few (one conditional less in every step: on a GPU, XLA's
+                    `ConditionalThunk` copies each predicate to the host and waits for the
+                    device); equal up to rounding (XLA fuses the two programs differently).
 
 Each row reports the median seconds per search and the paired ratio to the unchanged search
 (`ratio`: mean over rounds of variant / baseline, with its standard error), search/floor and
@@ -188,8 +188,8 @@ def root_step_cond(original):
   """TSMCTS's root and inner steps under a `lax.cond` again, as before `_static_or_select`."""
   del original
 
-  def static_or_select(flags, index, if_true, if_false):
-    return tsmcts._static_or_cond(flags, index, if_true, if_false)  # noqa: SLF001
+  def static_or_select(flags, index, if_true, if_false, *references):
+    return tsmcts._static_or_cond(flags, index, if_true, if_false, *references)  # noqa: SLF001
   return static_or_select
 
 
