@@ -1,4 +1,5 @@
-"""A/B of step changes that ran fewer kernels on CPU but were not kept (issue 24).
+"""A/B of step changes that ran fewer kernels on CPU but were not kept (issue 24), and of one
+that was kept (`root_step_cond` undoes it).
 
 `docs/performance.md` lists changes to the search's step that ran fewer kernels and were no
 faster on the 2-core CPU, where a kernel costs its arithmetic rather than its launch, and

@@ -65,7 +65,7 @@ SIZE="${SIZE:-full}"
 PARTS="${PARTS:-speed quality snake}"
 PYTHON="${PYTHON:-python3}"
 # The `ab` part's variants (`ab_variants.py --variants`): every one unless given.
-AB_VARIANTS="${AB_VARIANTS:-baseline,dense_slot_sums,sample_no_max,skip_resampling,flat_model_call,segment_loops,root_step_cond}"
+AB_VARIANTS="${AB_VARIANTS:-}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 if [ -d "$WHEELS_DIR" ] && ls "$WHEELS_DIR"/*.whl > /dev/null 2>&1; then
@@ -128,7 +128,7 @@ part cmdbuf_off 60 env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer
 part cmdbuf_graph 60 env \
   XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=$COMMAND_BUFFERS_GRAPH" \
   "$PYTHON" benchmarks/speed.py "${TARGETS[@]}" --out "$OUT/cmdbuf_graph"
-part ab 150 "$PYTHON" benchmarks/ab_variants.py "${AB[@]}" --variants "$AB_VARIANTS" \
-  --out "$OUT/speed"
+part ab 150 "$PYTHON" benchmarks/ab_variants.py "${AB[@]}" \
+  ${AB_VARIANTS:+--variants "$AB_VARIANTS"} --out "$OUT/speed"
 part tests 240 env XLA_PYTHON_CLIENT_PREALLOCATE=false "$PYTHON" -m pytest "${TESTS[@]}"
 cat "$OUT/status.txt"

@@ -564,7 +564,9 @@ COMMAND_BUFFERS_OFF = "--xla_gpu_enable_command_buffer="
 def phase_seconds(compiled, args, repeats: int) -> dict:
   """Seconds per call spent in each phase's kernels, and the kernels run per call, from a
   `jax.profiler` trace of `repeats` calls (`kernel_events_by_phase`). On a GPU or TPU only
-  the device's events count (the host's launch events carry the same names)."""
+  the device's events count (the host's launch events carry the same names), except for
+  `conditionals_run`, read from every plane (a GPU runs conditionals on the host; not yet
+  checked on one: a conditional traced on two of the host's lines would count twice)."""
   table = instruction_table(compiled.as_text())
   with tempfile.TemporaryDirectory() as folder:
     with jax.profiler.trace(folder):

@@ -324,8 +324,11 @@ def test_selected_and_branched_root_steps_give_the_same_search(monkeypatch):
         None, key, root, recurrent_fn, 64, invalid_actions=invalid, num_particles=8,
         max_num_considered_actions=6, variant="paper"))(jax.random.key(11))
 
+  schedule = tsmcts.Schedule(layout.depths, layout.considered_per_iteration)
+  assert not schedule.selects_root_step
   branched = search()
   monkeypatch.setattr(tsmcts, "ROOT_STEP_SELECT_EVERY", 1)
+  assert schedule.selects_root_step
   selected = search()
   for a, b in zip(jax.tree_util.tree_leaves(branched), jax.tree_util.tree_leaves(selected),
                   strict=True):

@@ -86,8 +86,9 @@ class SearchState(PytreeDataclass):
 
 # `Schedule.selects_root_step`: the root step is selected, not branched to, where the search
 # has one root step or at most one in this many steps is a root step. Measured on CPU:
-# selecting was faster with one root step a search (1-9 %, 4 to 64 steps) and with the paper's
-# root step in 8 or 16 (3-5 %), 5 % slower with the paper's one in 4 (docs/performance.md).
+# selecting was faster with one root step a search (1-9 %, 4 to 64 steps; within +-1 % at
+# tabular batch 64 with 16 steps) and with the paper's root step in 8 or 16 (3-5 %), 5 % slower
+# with the paper's one in 4 (docs/performance.md).
 ROOT_STEP_SELECT_EVERY = 8
 
 
@@ -142,10 +143,11 @@ class Schedule:
 
   @property
   def selects_root_step(self) -> bool:
-    """Whether every step computes the inner step and, on a root step, the root step's record,
-    and selects, instead of branching (`lax.cond`). A select wastes one inner step's
-    bookkeeping per root step; a conditional costs every step its carry copies (CPU) and a
-    round trip to the host (GPU). Selected where a search has one root step (the default's,
+    """Whether every step computes both the root step's branch and the inner step's and
+    selects, instead of branching (`lax.cond`). A select wastes the inner step on root steps
+    and the root branch (cheap: the `s2` record where a one-step iteration exists) on the
+    others; a conditional costs every step its carry copies (CPU) and a round trip to the
+    host (GPU). Selected where a search has one root step (the default's,
     `reuse_successors`) or at most one in `ROOT_STEP_SELECT_EVERY` steps (the paper's root
     step per iteration from depth 8 on; `docs/performance.md`)."""
     return sum(self.is_root_step) <= max(1, self.num_steps // ROOT_STEP_SELECT_EVERY)
