@@ -86,9 +86,9 @@ class SearchState(PytreeDataclass):
 
 # `Schedule.selects_root_step`: the root step is selected, not branched to, where the search
 # has one root step or at most one in this many steps is a root step. Measured on CPU:
-# selecting was faster with one root step a search (1-9 %, 4 to 64 steps; within +-1 % at
-# tabular batch 64 with 16 steps) and with the paper's root step in 8 or 16 (3-5 %), 5 % slower
-# with the paper's one in 4 (docs/performance.md).
+# selecting was as fast or faster with one root step a search (0-9 %, 4 to 64 steps) and with
+# the paper's root step in 8 or 16 (3-5 %), 5 % slower with the paper's one in 4
+# (docs/performance.md).
 ROOT_STEP_SELECT_EVERY = 8
 
 
