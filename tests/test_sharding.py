@@ -2,7 +2,9 @@
 
 One subprocess per policy, all with `-m slow` (each subprocess compiles five
 programs: 30-55 s on 2 cores, too long for the default run). TSMCTS is the
-policy with `lax.cond` branches, whose carries must match the mesh variance.
+policy with `lax.cond` branches, whose carries must match the mesh variance:
+the default selects its root step (one a search), the paper's variant at
+`(1, 1, 2)` branches to it.
 """
 
 import functools
@@ -50,7 +52,10 @@ SCRIPT = textwrap.dedent("""
   results = {}
   mesh = Mesh(np.array(jax.devices()), ("batch",))
   for name in sys.argv[1:]:
-    policy = getattr(smctx, name)
+    # "tsmcts_paper": the paper's layout (1, 1, 2) branches to its root steps (`lax.cond`)
+    # where the default's selects.
+    policy = (getattr(smctx, name) if name != "tsmcts_paper"
+              else lambda *a: smctx.tsmcts_policy(*a, variant="paper"))
     search = jax.jit(lambda key, root, invalid: policy(None, key, root, model, 48, invalid))
     key = jax.random.PRNGKey(1)
     single = search(key, root, invalid)
@@ -92,7 +97,7 @@ def results_of(policy: str) -> dict:
 
 
 POLICIES = [pytest.param(name, marks=pytest.mark.slow)
-            for name in ("smc_policy", "smcts_policy", "tsmcts_policy")]
+            for name in ("smc_policy", "smcts_policy", "tsmcts_policy", "tsmcts_paper")]
 
 
 @pytest.mark.parametrize("policy", POLICIES)
