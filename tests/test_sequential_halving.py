@@ -69,24 +69,32 @@ def test_best_actions_are_the_head_of_the_stable_order_with_ties_and_minus_infin
 
 
 @pytest.mark.parametrize("num_actions", NUM_ACTIONS)
-def test_rank_candidates_puts_considered_actions_first_best_first(num_actions):
+@pytest.mark.parametrize("count", [None, 7])
+def test_rank_candidates_puts_considered_actions_first_best_first(num_actions, count):
+  # With `count`, beyond 128 actions only the first `count` positions (selected, not sorted).
   score, considered = _scores(num_actions)
   got = np.asarray(sequential_halving.rank_candidates(jnp.asarray(score),
-                                                      jnp.asarray(considered)))
+                                                      jnp.asarray(considered), count))
+  head = num_actions if count is None else count
+  assert got.shape[-1] >= head
   for b in range(score.shape[0]):
     inside = np.flatnonzero(considered[b])
     outside = np.flatnonzero(~considered[b])
     want_inside = inside[_order(score[b, inside])]
-    np.testing.assert_array_equal(got[b, :len(inside)], want_inside)
-    np.testing.assert_array_equal(np.sort(got[b, len(inside):]), outside)
+    np.testing.assert_array_equal(got[b, :min(len(inside), head)], want_inside[:head])
+    if count is None:
+      np.testing.assert_array_equal(np.sort(got[b, len(inside):]), outside)
 
 
 @pytest.mark.parametrize("num_actions", NUM_ACTIONS)
-@pytest.mark.parametrize("num_keep", [1, 3, 150])
-def test_top_considered_keeps_the_best_num_keep_considered_actions(num_actions, num_keep):
+@pytest.mark.parametrize("num_keep, max_keep", [(1, None), (3, None), (150, None), (3, 3),
+                                                (2, 8), (8, 8)])
+def test_top_considered_keeps_the_best_num_keep_considered_actions(num_actions, num_keep,
+                                                                   max_keep):
+  # `max_keep` (a static bound on a traced `num_keep`) selects the best beyond 128 actions.
   score, considered = _scores(num_actions)
-  got = np.asarray(sequential_halving.top_considered(jnp.asarray(score), jnp.asarray(considered),
-                                                     num_keep))
+  got = np.asarray(jax.jit(lambda s, c, k: sequential_halving.top_considered(
+      s, c, k, max_keep))(jnp.asarray(score), jnp.asarray(considered), num_keep))
   for b in range(score.shape[0]):
     inside = np.flatnonzero(considered[b])
     want = np.zeros(num_actions, bool)

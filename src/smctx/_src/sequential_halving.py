@@ -98,16 +98,34 @@ def action_at_position(score: chex.Array, position: chex.Array, count: int,
   return jnp.sum(jnp.where(at_position, jnp.arange(num_actions), 0), axis=-1)
 
 
-def rank_candidates(score: chex.Array, considered: chex.Array) -> chex.Array:
-  """Actions ordered best first by `score`, non-considered ones last. `[B, A]` int32."""
-  return descending_order(jnp.where(considered, score, -jnp.inf))
+def rank_candidates(score: chex.Array, considered: chex.Array,
+                    count: int | None = None) -> chex.Array:
+  """Actions ordered best first by `score`, non-considered ones last. `[B, A]` int32.
+
+  With a static `count`, beyond `PAIRWISE_MAX_ACTIONS` actions, only the first `min(count, A)`
+  positions `[B, count]` (`best_actions`, no sort of the whole row).
+  """
+  masked = jnp.where(considered, score, -jnp.inf)
+  if count is None or score.shape[-1] <= PAIRWISE_MAX_ACTIONS:
+    return descending_order(masked)
+  return best_actions(masked, count)
 
 
-def top_considered(score: chex.Array, considered: chex.Array,
-                   num_keep: chex.Numeric) -> chex.Array:
-  """The best `num_keep` of the considered actions (fewer if fewer are considered)."""
-  rank = descending_rank(jnp.where(considered, score, -jnp.inf))
-  return considered & (rank < num_keep)
+def top_considered(score: chex.Array, considered: chex.Array, num_keep: chex.Numeric,
+                   max_keep: int | None = None) -> chex.Array:
+  """The best `num_keep` of the considered actions (fewer if fewer are considered).
+
+  `max_keep`: a static bound on `num_keep`; beyond `PAIRWISE_MAX_ACTIONS` actions the best
+  `max_keep` are then selected (`best_actions`) instead of every action ranked by a sort.
+  """
+  masked = jnp.where(considered, score, -jnp.inf)
+  num_actions = score.shape[-1]
+  if max_keep is None or num_actions <= PAIRWISE_MAX_ACTIONS:
+    return considered & (descending_rank(masked) < num_keep)
+  best = best_actions(masked, max_keep)  # [B, k]
+  kept = jnp.arange(best.shape[-1]) < num_keep
+  chosen = (best[..., None] == jnp.arange(num_actions)) & kept[:, None]  # [B, k, A]
+  return considered & jnp.any(chosen, axis=-2)
 
 
 def split_particles(num_particles: int, num_live: chex.Array) -> chex.Array:
@@ -125,13 +143,14 @@ def split_particles(num_particles: int, num_live: chex.Array) -> chex.Array:
   return jnp.minimum(group, m - 1)
 
 
-def assign_particles(score: chex.Array, considered: chex.Array,
-                     num_particles: int) -> tuple[chex.Array, chex.Array, chex.Array]:
+def assign_particles(score: chex.Array, considered: chex.Array, num_particles: int,
+                     max_live: int | None = None) -> tuple[chex.Array, chex.Array, chex.Array]:
   """Splits the particles over the considered actions, best-ranked first.
 
+  `max_live`: a static bound on the considered actions of a row (`rank_candidates`' count).
   Returns `(group [B, N], root_action [B, N], num_live [B])`.
   """
-  order = rank_candidates(score, considered)
+  order = rank_candidates(score, considered, max_live)
   num_live = jnp.sum(considered, axis=-1).astype(jnp.int32)
   group = split_particles(num_particles, num_live)
   root_action = segments.take_along(order, group)

@@ -141,7 +141,8 @@ def _root_actions(rng_key: chex.PRNGKey, root: root_lib.PreparedRoot,
   """Gumbel-top-`min(N, valid)` root actions without replacement, the rest sampled. `[B, N]`."""
   batch_size, num_actions = root.prior_logits.shape
   valid = ~root.invalid_actions
-  order = sequential_halving.rank_candidates(root.gumbel + root.prior_logits, valid)
+  order = sequential_halving.rank_candidates(root.gumbel + root.prior_logits, valid,
+                                             count=num_particles)
   num_valid = jnp.sum(valid, axis=-1, keepdims=True)
   slot = jnp.arange(num_particles)[None]
   top = segments.take_along(order, jnp.minimum(slot, num_actions - 1))

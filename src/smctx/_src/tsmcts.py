@@ -197,7 +197,7 @@ def start_iteration(ctx: Context, score: chex.Array,
                     considered: chex.Array) -> tuple[Particles, ActionValues]:
   """Particles at the root split over the `considered` candidates, best-ranked first."""
   group, root_action, _ = sequential_halving.assign_particles(
-      score, considered, ctx.num_particles)
+      score, considered, ctx.num_particles, max_live=ctx.num_considered)
   particles = root_lib.particles_at_root(ctx.root, ctx.model, ctx.num_particles, root_action,
                                          group, label=root_action, params=ctx.params,
                                          rng_key=ctx.search_key)
@@ -320,7 +320,7 @@ def end_iteration(ctx: Context, state: SearchState, iteration: chex.Array,
     keep_score = score
   survivors = jnp.asarray(ctx.schedule.survivors, jnp.int32)[iteration]
   halving = halving.replace(considered=sequential_halving.top_considered(
-      keep_score, halving.considered, survivors))
+      keep_score, halving.considered, survivors, max_keep=max(ctx.schedule.survivors)))
   next_root = state.next_root
   if not ctx.model.samples_second_actions:
     next_root = _next_root(state, qvalues2, visits2,
@@ -637,7 +637,8 @@ def tsmcts_policy(
   # Gumbel-top-m1 candidates among valid actions.
   initial_score = start.root.gumbel + start.root.prior_logits
   considered = sequential_halving.top_considered(
-      initial_score, ~start.root.invalid_actions, layout.num_considered)
+      initial_score, ~start.root.invalid_actions, layout.num_considered,
+      max_keep=layout.num_considered)
   particles, values = start_iteration(ctx, initial_score, considered)
   halving = HalvingState.start(considered, len(layout.depths))
   if warm_start is not None:
