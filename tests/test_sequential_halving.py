@@ -88,7 +88,7 @@ def test_rank_candidates_puts_considered_actions_first_best_first(num_actions, c
 
 @pytest.mark.parametrize("num_actions", NUM_ACTIONS)
 @pytest.mark.parametrize("num_keep, max_keep", [(1, None), (3, None), (150, None), (3, 3),
-                                                (2, 8), (8, 8)])
+                                                (2, 8), (8, 8), (40, 40)])
 def test_top_considered_keeps_the_best_num_keep_considered_actions(num_actions, num_keep,
                                                                    max_keep):
   # `max_keep` (a static bound on a traced `num_keep`) selects the best beyond 128 actions.

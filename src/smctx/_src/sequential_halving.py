@@ -116,11 +116,13 @@ def top_considered(score: chex.Array, considered: chex.Array, num_keep: chex.Num
   """The best `num_keep` of the considered actions (fewer if fewer are considered).
 
   `max_keep`: a static bound on `num_keep`; beyond `PAIRWISE_MAX_ACTIONS` actions the best
-  `max_keep` are then selected (`best_actions`) instead of every action ranked by a sort.
+  `max_keep` (up to `SELECT_MAX_COUNT`) are then selected (`best_actions`) instead of every
+  action ranked by a sort.
   """
   masked = jnp.where(considered, score, -jnp.inf)
   num_actions = score.shape[-1]
-  if max_keep is None or num_actions <= PAIRWISE_MAX_ACTIONS:
+  if (max_keep is None or num_actions <= PAIRWISE_MAX_ACTIONS
+      or max_keep > SELECT_MAX_COUNT):  # no `[B, max_keep, A]` membership beyond
     return considered & (descending_rank(masked) < num_keep)
   best = best_actions(masked, max_keep)  # [B, k]
   kept = jnp.arange(best.shape[-1]) < num_keep
