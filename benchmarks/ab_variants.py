@@ -29,10 +29,11 @@ Variants:
                     and an ordinary step no longer carries its conditional (XLA:GPU may read
                     every conditional's predicate on the host); bit-identical.
   root_step_cond    TSMCTS's root step and inner step as the two branches of a `lax.cond` in
-                    every layout, as before `_static_or_select` computed both and selected where
-                    root steps are few (one conditional less in every step: on a GPU, XLA's
-                    `ConditionalThunk` copies each predicate to the host and waits for the
-                    device); equal up to rounding (XLA fuses the two programs differently).
+                    every layout, as before `Schedule.selects_root_step` had them computed
+                    and selected where root steps are few (one conditional less in every
+                    step: on a GPU, XLA's `ConditionalThunk` copies each predicate to the
+                    host and waits for the device); equal up to rounding (XLA fuses the two
+                    programs differently).
 
 Each row reports the median seconds per search and the paired ratio to the unchanged search
 (`ratio`: mean over rounds of variant / baseline, with its standard error), search/floor and
@@ -186,12 +187,9 @@ def segment_loops(original):
 
 
 def root_step_cond(original):
-  """TSMCTS's root and inner steps under a `lax.cond` again, as before `_static_or_select`."""
+  """TSMCTS's root and inner steps under a `lax.cond` in every layout (`selects_root_step`)."""
   del original
-
-  def static_or_select(flags, index, if_true, if_false, *references):
-    return tsmcts._static_or_cond(flags, index, if_true, if_false, *references)  # noqa: SLF001
-  return static_or_select
+  return property(lambda schedule: False)
 
 
 # name: (module, attribute, patch); the patch takes the original function.
@@ -202,7 +200,7 @@ VARIANTS = {
     "skip_resampling": (engine, "resample_within_groups", skip_resampling),
     "flat_model_call": (particles, "over_particle_slices", flat_model_call),
     "segment_loops": (engine, "run_steps", segment_loops),
-    "root_step_cond": (tsmcts, "_static_or_select", root_step_cond),
+    "root_step_cond": (tsmcts.Schedule, "selects_root_step", root_step_cond),
 }
 
 

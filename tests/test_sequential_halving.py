@@ -46,11 +46,17 @@ def test_descending_order_is_a_stable_argsort_of_minus_score(num_actions):
 
 
 @pytest.mark.parametrize("num_actions", NUM_ACTIONS)
-def test_descending_rank_is_each_actions_position_in_that_order(num_actions):
+@pytest.mark.parametrize("count", [None, 5, 40])
+def test_descending_rank_is_each_actions_position_in_that_order(num_actions, count):
+  # With `count`, positions below it are exact and the others at least `count`.
   score, _ = _scores(num_actions)
-  got = sequential_halving.descending_rank(jnp.asarray(score))
-  assert got.dtype == jnp.int32
-  np.testing.assert_array_equal(got, _rank(score))
+  got = np.asarray(sequential_halving.descending_rank(jnp.asarray(score), count))
+  assert got.dtype == np.int32
+  want = _rank(score)
+  if count is None:
+    np.testing.assert_array_equal(got, want)
+  else:
+    np.testing.assert_array_equal(np.minimum(got, count), np.minimum(want, count))
 
 
 @pytest.mark.parametrize("count", [1, 5, sequential_halving.SELECT_MAX_COUNT,

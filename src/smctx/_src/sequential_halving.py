@@ -23,17 +23,20 @@ from smctx._src.base import PytreeDataclass, pytree_dataclass
 PAIRWISE_MAX_ACTIONS = 128
 
 
-def descending_rank(score: chex.Array) -> chex.Array:
+def descending_rank(score: chex.Array, count: int | None = None) -> chex.Array:
   """Position of every entry in a best-first order, ties broken by index. `[..., A]` int32.
 
-  The same order as a stable `argsort(-score)`.
+  The same order as a stable `argsort(-score)`. With a static `count`, only positions below
+  `count` are exact, the others at least `count`: beyond `PAIRWISE_MAX_ACTIONS` actions only
+  the best `count` are then found (`best_actions`, no sort of the whole row).
   """
   num_actions = score.shape[-1]
   if num_actions > PAIRWISE_MAX_ACTIONS:
-    # The inverse of the order, by one scatter rather than a second sort.
-    order = descending_order(score)
-    position = jnp.broadcast_to(jnp.arange(num_actions, dtype=jnp.int32), order.shape)
-    return jnp.put_along_axis(jnp.zeros_like(order), order, position, axis=-1, inplace=False)
+    # The inverse of the order (or of its head), by one scatter rather than a second sort.
+    order = descending_order(score) if count is None else best_actions(score, count)
+    position = jnp.broadcast_to(jnp.arange(order.shape[-1], dtype=jnp.int32), order.shape)
+    unranked = jnp.full(score.shape, order.shape[-1], jnp.int32)
+    return jnp.put_along_axis(unranked, order, position, axis=-1, inplace=False)
   index = jnp.arange(num_actions)
   other, this = score[..., None, :], score[..., :, None]
   ahead = (other > this) | ((other == this) & (index[None, :] < index[:, None]))
@@ -115,19 +118,11 @@ def top_considered(score: chex.Array, considered: chex.Array, num_keep: chex.Num
                    max_keep: int | None = None) -> chex.Array:
   """The best `num_keep` of the considered actions (fewer if fewer are considered).
 
-  `max_keep`: a static bound on `num_keep`; beyond `PAIRWISE_MAX_ACTIONS` actions the best
-  `max_keep` (up to `SELECT_MAX_COUNT`) are then selected (`best_actions`) instead of every
-  action ranked by a sort.
+  `max_keep`: a static bound on `num_keep`, so that only the best `max_keep` are ranked
+  (`descending_rank`'s `count`).
   """
-  masked = jnp.where(considered, score, -jnp.inf)
-  num_actions = score.shape[-1]
-  if (max_keep is None or num_actions <= PAIRWISE_MAX_ACTIONS
-      or max_keep > SELECT_MAX_COUNT):  # no `[B, max_keep, A]` membership beyond
-    return considered & (descending_rank(masked) < num_keep)
-  best = best_actions(masked, max_keep)  # [B, k]
-  kept = jnp.arange(best.shape[-1]) < num_keep
-  chosen = (best[..., None] == jnp.arange(num_actions)) & kept[:, None]  # [B, k, A]
-  return considered & jnp.any(chosen, axis=-2)
+  rank = descending_rank(jnp.where(considered, score, -jnp.inf), max_keep)
+  return considered & (rank < num_keep)
 
 
 def split_particles(num_particles: int, num_live: chex.Array) -> chex.Array:

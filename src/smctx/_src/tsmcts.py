@@ -216,8 +216,8 @@ def root_step(ctx: Context, state: SearchState, step: ModelStep, keys: engine.St
                                                    ctx.num_second_labels)[1]
   in_one_step_iteration = tuple(ctx.schedule.is_one_step[k]
                                 for k in ctx.schedule.iteration_of_step)
-  record = _root_or_inner(ctx, in_one_step_iteration, i, record_only, lambda: state.root_step,
-                          state, step)
+  record = _static_or_cond(in_one_step_iteration, i, record_only, lambda: state.root_step,
+                           state, step, select=ctx.schedule.selects_root_step)
   diagnostics = engine.StepDiagnostics.zeros(batch_size).replace(
       ess=jnp.full((batch_size,), float(ctx.num_particles)), nonfinite=step.nonfinite)
   return state.replace(root_step=record, successors=step), diagnostics
@@ -382,9 +382,10 @@ def search_step(ctx: Context, keys: engine.StepKeys, elimination_key: chex.PRNGK
   particles, keys = state.particles, keys.at(i)
   step = particles_lib.mutate(ctx.params, keys.model, ctx.model, particles.action,
                               particles.embedding)
-  state, diagnostics = _root_or_inner(ctx, ctx.schedule.is_root_step, i,
-                                      lambda: root_step(ctx, state, step, keys, i),
-                                      lambda: inner_step(ctx, state, step, keys, i), state, step)
+  state, diagnostics = _static_or_cond(ctx.schedule.is_root_step, i,
+                                       lambda: root_step(ctx, state, step, keys, i),
+                                       lambda: inner_step(ctx, state, step, keys, i), state, step,
+                                       select=ctx.schedule.selects_root_step)
   # One conditional around the iteration boundary: an ordinary step takes one empty branch,
   # not two (fewer kernels run; docs/performance.md).
   state, distinct = _static_or_cond(
@@ -395,38 +396,22 @@ def search_step(ctx: Context, keys: engine.StepKeys, elimination_key: chex.PRNGK
   return state, diagnostics.replace(distinct_actions=distinct)
 
 
-def _root_or_inner(ctx: Context, flags: tuple[bool, ...], index: chex.Array, if_true: Callable,
-                   if_false: Callable, *references):
-  """The root step's branch where `flags[index]`, else the inner step's: selected where the
-  schedule's root steps are few (`Schedule.selects_root_step`), else a `lax.cond`."""
-  choose = _static_or_select if ctx.schedule.selects_root_step else _static_or_cond
-  return choose(flags, index, if_true, if_false, *references)
-
-
-def _static_or_select(flags: tuple[bool, ...], index: chex.Array, if_true: Callable,
-                      if_false: Callable, *references):
-  """`if_true()` where `flags[index]`, else `if_false()`: both computed and selected leaf by
-  leaf, no `lax.cond` (on a GPU every `conditional` waits for the device: XLA copies its
-  predicate to the host); only one of them when `flags` is constant."""
+def _static_or_cond(flags: tuple[bool, ...], index: chex.Array, if_true: Callable,
+                    if_false: Callable, *references, select: bool = False):
+  """`if_true()` where `flags[index]`, else `if_false()`; only one of them when `flags` is
+  constant, else a `lax.cond`, or with `select` both computed and selected leaf by leaf (no
+  conditional: on a GPU every `conditional` waits for the device, XLA copying its predicate
+  to the host)."""
   if all(flags):
     return if_true()
   if not any(flags):
     return if_false()
   pick = jnp.asarray(flags)[index]
-  return jax.tree_util.tree_map(lambda a, b: jnp.where(pick, a, b),
-                                engine.match_varying(if_true(), *references),
-                                engine.match_varying(if_false(), *references))
-
-
-def _static_or_cond(flags: tuple[bool, ...], index: chex.Array, if_true: Callable,
-                    if_false: Callable, *references):
-  """`if_true()` where `flags[index]`, else `if_false()`; no `lax.cond` when `flags` is constant."""
-  if all(flags):
-    return if_true()
-  if not any(flags):
-    return if_false()
   branch = lambda fn: lambda: engine.match_varying(fn(), *references)
-  return jax.lax.cond(jnp.asarray(flags)[index], branch(if_true), branch(if_false))
+  if select:
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pick, a, b), branch(if_true)(),
+                                  branch(if_false)())
+  return jax.lax.cond(pick, branch(if_true), branch(if_false))
 
 
 def tsmcts_policy(
